@@ -1,0 +1,1 @@
+"""attacks: adversarial attacks, transferability and the KL-divergence detection defense."""

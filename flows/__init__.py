@@ -1,0 +1,1 @@
+"""flows: orchestration, design-space exploration, experiment flows, reports and the axlab CLI."""

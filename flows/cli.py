@@ -1,0 +1,53 @@
+"""The ``axlab`` console command.
+
+Each command group lives in its own ``flows.cmd_*`` module exposing ``register(subparsers)``;
+handlers import their heavy dependencies lazily so ``axlab --help`` stays fast.
+An :class:`hwsim.errors.AxlabError` becomes one line ``axlab: <message>`` and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from hwsim.errors import AxlabError
+
+# command modules, in the order their groups appear in --help
+COMMAND_MODULES = ["flows.cmd_lut", "flows.cmd_nn", "flows.cmd_attacks"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="axlab",
+        description="Approximate-computing and adversarial-robustness co-design toolkit.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod_name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == mod_name:  # group not written yet
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except AxlabError as exc:
+        print(f"axlab: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("axlab: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
