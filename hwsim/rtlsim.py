@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 import logging
@@ -69,6 +70,7 @@ def _build_and_run(targets: list[SimTarget], a: np.ndarray, b: np.ndarray, sim: 
     from cocotb_tools.runner import get_runner
 
     version = simulator_version(sim)
+    _importable_from_simulator()
     files = _sources(targets)
     key = hashlib.sha256(version.encode())
     for name in sorted(files):
@@ -106,8 +108,7 @@ def _build_and_run(targets: list[SimTarget], a: np.ndarray, b: np.ndarray, sim: 
                 with _quiet_runner(quiet):
                     runner.test(test_module="hwsim.cocotb_lut_tb", hdl_toplevel=TOP, hdl_toplevel_lang="verilog",
                                 build_dir=build_dir, test_dir=work,
-                                extra_env={"AXLAB_LUT_JOB": str(job), "AXLAB_LUT_OUT": str(out),
-                                           "PYTHONPATH": _pythonpath()},
+                                extra_env={"AXLAB_LUT_JOB": str(job), "AXLAB_LUT_OUT": str(out)},
                                 log_file=work / "sim.log")
             except SystemExit:  # the runner exits when the test fails; the log says why
                 pass
@@ -140,11 +141,12 @@ def _quiet_runner(quiet: bool):
         logger.setLevel(old)
 
 
-def _pythonpath() -> str:
-    """PYTHONPATH for the simulator's embedded Python: it must find this hwsim package."""
+def _importable_from_simulator() -> None:
+    """cocotb's runner hands our ``sys.path`` to the simulator's embedded Python as PYTHONPATH;
+    make sure it holds this package's root as an absolute path (not '' = the caller's cwd)."""
     here = str(Path(__file__).resolve().parent.parent)
-    rest = os.environ.get("PYTHONPATH")
-    return here if not rest else f"{here}{os.pathsep}{rest}"
+    if here not in sys.path:
+        sys.path.append(here)
 
 
 def _ensure(p: Path) -> Path:
