@@ -1,0 +1,83 @@
+"""``axlab dse``, ``axlab run`` and ``axlab report``."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("dse", help="NSGA-II design-space exploration over per-layer multipliers")
+    d.add_argument("--model", required=True, help="model file (axlab train)")
+    d.add_argument("--dataset", default="digits")
+    d.add_argument("--multipliers", default="builtin",
+                   help="'builtin', a folder of netlists, or comma-separated specs (default builtin)")
+    d.add_argument("--objectives", default="area,accuracy,robustness",
+                   help="comma-separated subset of area,power,accuracy,robustness")
+    d.add_argument("--max-acc-loss", type=float, default=None, help="constraint, percentage points")
+    d.add_argument("--pop", type=int, default=16, help="population size")
+    d.add_argument("--gens", type=int, default=6, help="generations")
+    d.add_argument("--val-images", type=int, default=300)
+    d.add_argument("--probe-images", type=int, default=12)
+    d.add_argument("--attack", default="square", help="fast black-box attack of the robustness objective")
+    d.add_argument("--param", nargs="+", default=[], metavar="K=V", help="attack parameters")
+    d.add_argument("--backend", default="numba", choices=["torch", "numba", "cuda"])
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--executor", default="local", choices=["local", "dask"])
+    d.add_argument("--scheduler", default=None, help="Dask scheduler address (with --executor dask)")
+    d.add_argument("--workers", type=int, default=2, help="local worker processes")
+    d.add_argument("--store", default=None, help="evaluation store (default OUT/evals.sqlite)")
+    d.add_argument("--out", required=True, help="run folder")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=cmd_dse)
+
+    r = sub.add_parser("run", help="run a flow file (YAML): LUTs -> train -> DSE -> attacks -> report")
+    r.add_argument("flow", help="flow file, e.g. flows/quickstart.yaml")
+    r.add_argument("--out", default=None, help="run folder (default runs/<flow name>)")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="write report.md and report.html for a run folder")
+    p.add_argument("run_dir")
+    p.add_argument("--title", default=None)
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_dse(args) -> int:
+    from attacks.params import parse_kv
+    from flows.dse import run_dse
+
+    mults = args.multipliers if "," not in args.multipliers else args.multipliers.split(",")
+    params = parse_kv(args.param) if args.param else None
+    cfg = {"model": args.model, "dataset": args.dataset, "multipliers": mults,
+           "objectives": args.objectives.split(","), "max_acc_loss": args.max_acc_loss, "pop_size": args.pop,
+           "generations": args.gens, "val_images": args.val_images, "probe_images": args.probe_images,
+           "attack": args.attack, "backend": args.backend, "seed": args.seed, "executor": args.executor,
+           "scheduler": args.scheduler, "workers": args.workers, "store": args.store}
+    if params is not None:
+        cfg["attack_params"] = params
+    res = run_dse(cfg, args.out, progress=not args.no_progress)
+    print(f"{len(res.evaluations)} designs evaluated ({res.computed} computed now), "
+          f"{len(res.pareto)} on the Pareto front -> {Path(args.out) / 'pareto.csv'}")
+    for p in res.pareto:
+        print("  " + " ".join(p["multipliers"]) + "  " + json.dumps({k: round(p[k], 4) for k in
+              ("area_um2", "power_mw", "acc_loss", "vulnerability") if k in p}))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from flows.flow import FlowRunner, load_flow
+
+    flow = load_flow(args.flow)
+    out = Path(args.out) if args.out else Path("runs") / flow["name"]
+    FlowRunner(flow, out, progress=not args.no_progress).run()
+    print(f"flow {flow['name']} done: {out / 'report.md'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from flows.report import write_report
+
+    md, page = write_report(args.run_dir, args.title)
+    print(f"wrote {md} and {page}")
+    return 0

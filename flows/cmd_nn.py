@@ -1,0 +1,126 @@
+"""CLI commands of the nn package: ``data fetch``, ``train``, ``eval``, ``design``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="datasets (fetch CIFAR-10)")
+    dsub = p.add_subparsers(dest="data_cmd", metavar="ACTION")
+    f = dsub.add_parser("fetch", help="download a dataset (md5 checked)")
+    f.add_argument("name", choices=["cifar10"])
+    f.add_argument("--dir", default=None, help="destination folder (default $AXLAB_DATA or ~/.cache/axlab/data)")
+    f.set_defaults(func=_fetch)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+    t = sub.add_parser("train", help="train a CNN (float, optionally QAT) and write a model file")
+    t.add_argument("--model", required=True, choices=["minnet", "resnet8", "resnet24"])
+    t.add_argument("--dataset", default="digits", help="digits | cifar10[:PATH] | cifar10-thesis[:PATH]")
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--qat", action="store_true", help="finish with quantisation-aware training epochs")
+    t.add_argument("--qat-epochs", type=int, default=None, help="QAT epochs out of --epochs (default epochs//4)")
+    t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True, help="model file to write (safetensors)")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="accuracy of a model as fp, QNN (q) or AxNN (ax)")
+    e.add_argument("--model", required=True)
+    e.add_argument("--dataset", default=None, help="default: the model's dataset")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--impl", default="q", choices=["fp", "q", "ax"])
+    g = e.add_mutually_exclusive_group()
+    g.add_argument("--design", help="design.json (one multiplier per layer)")
+    g.add_argument("--multiplier", help="one multiplier in every layer: LUT .npz, netlist .v or store name")
+    e.add_argument("--backend", default="numba", choices=["torch", "numba", "cuda"])
+    e.add_argument("--no-lowrank", action="store_true", help="numba: always use the gather kernel")
+    e.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    e.add_argument("--json", action="store_true", help="print a JSON object")
+    e.add_argument("--logits", help="save the raw output tensor (.npy; int codes for q/ax)")
+    e.set_defaults(func=_eval)
+
+    d = sub.add_parser("design", help="write a design.json assigning multipliers to layers")
+    d.add_argument("--model", required=True)
+    g = d.add_mutually_exclusive_group(required=True)
+    g.add_argument("--multiplier", help="the same multiplier in every approximable layer")
+    g.add_argument("--multipliers", help="comma-separated, one per approximable layer in network order")
+    d.add_argument("--name", default=None, help="design name (default: from the multipliers)")
+    d.add_argument("--out", required=True)
+    d.set_defaults(func=_design)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from nn.data import fetch_cifar10
+
+    out = fetch_cifar10(args.dir)
+    print(f"CIFAR-10 ready in {out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nn.api import load_dataset, load_implementation, save_model
+    from nn.train import train
+
+    t0 = time.time()
+    bundle = train(args.model, args.dataset, args.epochs, qat=args.qat, seed=args.seed,
+                   qat_epochs=args.qat_epochs, batch=args.batch, lr=args.lr)
+    x, y = load_dataset(args.dataset, "test")
+    accs = {}
+    for impl in ("fp", "q"):
+        accs[impl] = float((load_implementation(bundle, impl, backend="numba").logits(x).argmax(1) == y).mean())
+    bundle.meta.update({f"test_acc_{k}": v for k, v in accs.items()}, train_seconds=round(time.time() - t0, 1))
+    save_model(bundle, args.out)
+    print(f"{args.out}: {args.model} on {args.dataset}, {args.epochs} epochs{' (QAT)' if bundle.meta['qat'] else ''}, "
+          f"test accuracy fp {accs['fp']:.4f}, QNN {accs['q']:.4f}, {time.time() - t0:.1f} s, "
+          f"sha256 {bundle.sha256[:16]}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from nn.api import load_dataset, load_implementation, load_model
+
+    bundle = load_model(args.model)
+    ds = args.dataset or bundle.dataset
+    x, y = load_dataset(ds, args.split)
+    if args.limit is not None:
+        x, y = x[:args.limit], y[:args.limit]
+    impl = load_implementation(bundle, args.impl, design=args.design, multiplier=args.multiplier,
+                               backend=args.backend, lowrank=not args.no_lowrank)
+    t0 = time.time()
+    logits = impl.logits(x, progress=not args.json)
+    dt = time.time() - t0
+    acc = float((logits.argmax(1) == y).mean()) if len(y) else float("nan")
+    if args.logits:
+        np.save(args.logits, logits)
+    res = {"accuracy": acc, "n": int(len(y)), "impl": args.impl, "name": impl.name, "backend": args.backend,
+           "dataset": ds, "split": args.split, "model": bundle.sha256, "seconds": round(dt, 3),
+           "images_per_s": round(len(y) / dt, 1) if dt > 0 else None}
+    if impl.engine is not None:
+        res["layers"] = impl.engine.describe()
+    if args.json:
+        json.dump(res, sys.stdout)
+        print()
+    else:
+        print(f"{impl.name} [{args.backend}] on {ds}/{args.split}: accuracy {acc:.4f} ({len(y)} images, {dt:.2f} s)")
+    return 0
+
+
+def _design(args: argparse.Namespace) -> int:
+    from nn.api import load_model, write_design
+
+    bundle = load_model(args.model)
+    mults = [args.multiplier] if args.multiplier else [m.strip() for m in args.multipliers.split(",") if m.strip()]
+    if args.multipliers and len(mults) != len(bundle.layers()):
+        from hwsim.errors import AxlabError
+
+        raise AxlabError(f"{len(mults)} multipliers given but the model has {len(bundle.layers())} approximable "
+                         f"layers ({', '.join(bundle.layers())})")
+    d = write_design(bundle, mults, args.out, name=args.name)
+    print(f"{args.out}: design {d['name']} for {len(d['layers'])} layers")
+    return 0

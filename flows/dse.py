@@ -1,0 +1,324 @@
+"""NSGA-II design-space exploration: one multiplier per approximable layer.
+
+Genes: one integer per conv/dense layer, an index into the multiplier set. Objectives (all
+minimised; choose any subset in the flow file):
+
+* ``area``  -> ``area_um2``: MAC-weighted multiplier area (see :mod:`flows.costmodel`)
+* ``power`` -> ``power_mw``: MAC-weighted multiplier power
+* ``accuracy`` -> ``acc_loss``: QNN accuracy minus AxNN accuracy on a fixed validation subset,
+  in percentage points
+* ``robustness`` -> ``vulnerability``: 100 - robust accuracy (%) on a fixed probe set of
+  validation images the QNN classifies correctly, under a seeded black-box attack run against
+  the AxNN itself (an image the AxNN already gets wrong counts as not robust)
+
+Constraint: ``max_acc_loss`` (percentage points). Every evaluation goes through
+:class:`flows.evalstore.EvalStore`, so a killed run resumes where it stopped and replays the
+same seeded search to the same Pareto front.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwsim.errors import AxlabError
+
+OBJECTIVES = {"area": "area_um2", "power": "power_mw", "accuracy": "acc_loss", "robustness": "vulnerability"}
+DEFAULTS: dict[str, Any] = {
+    "objectives": ["area", "accuracy", "robustness"], "max_acc_loss": None, "val_images": 300,
+    "probe_images": 16, "attack": "square", "attack_params": {"n_queries": 100, "eps": 16 / 255}, "pop_size": 16,
+    "generations": 6, "seed": 0, "backend": "numba", "executor": "local", "workers": None,
+    "scheduler": None, "data_seed": 0,
+}
+
+
+# ----------------------------------------------------------------------------- evaluation
+class _Context:
+    """Everything an evaluation needs, loaded once per worker process."""
+
+    def __init__(self, ctx: dict[str, Any]) -> None:
+        from attacks.runner import select_evasion_set
+        from flows.costmodel import layer_macs
+        from hwsim.store import resolve
+        from nn.api import load_dataset, load_implementation, load_model
+
+        self.ctx = ctx
+        self.bundle = load_model(ctx["model"])
+        self.luts = [resolve(m) for m in ctx["multipliers"]]
+        self.macs = list(layer_macs(self.bundle).values())
+        x, y = load_dataset(ctx["dataset"], "val", seed=ctx["data_seed"])
+        self.x, self.y = x[: ctx["val_images"]], y[: ctx["val_images"]]
+        qnn = load_implementation(self.bundle, "q", backend=ctx["backend"])
+        self.qnn_acc = float((qnn.predict(self.x) == self.y).mean() * 100)
+        self.probe = select_evasion_set([qnn], self.x, self.y, ctx["probe_images"]) \
+            if "robustness" in ctx["objectives"] else np.zeros(0, dtype=np.int64)
+
+    def evaluate(self, genes: list[int]) -> dict[str, Any]:
+        from attacks.base import image_rngs
+        from attacks.oracle import Oracle
+        from attacks.registry import make_attack
+        from flows.costmodel import design_cost
+        from nn.api import load_implementation, make_design
+
+        luts = [self.luts[g] for g in genes]
+        design, _ = make_design(self.bundle, [self.ctx["multipliers"][g] for g in genes])
+        impl = load_implementation(self.bundle, "ax", design=design, backend=self.ctx["backend"])
+        acc = float((impl.predict(self.x) == self.y).mean() * 100)
+        out: dict[str, Any] = {"multipliers": [lut.name for lut in luts], "accuracy": acc,
+                               "qnn_accuracy": self.qnn_acc, "acc_loss": self.qnn_acc - acc,
+                               **design_cost(self.macs, luts)}
+        if len(self.probe):
+            xp, yp = self.x[self.probe], self.y[self.probe]
+            attack = make_attack(self.ctx["attack"], self.ctx["attack_params"])
+            oracle = Oracle(impl)
+            adv = attack(oracle, xp, yp, image_rngs(self.ctx["seed"], self.probe)).adv
+            robust = float((impl.predict(adv) == yp).mean() * 100)
+            out.update({"robust_acc": robust, "vulnerability": 100.0 - robust,
+                        "attack_queries": int(oracle.total)})
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def _context(ctx_json: str) -> _Context:
+    return _Context(json.loads(ctx_json))
+
+
+def evaluate_design(ctx: dict[str, Any], genes: list[int]) -> tuple[dict[str, Any], float]:
+    """Evaluate one design (worker entry point; picklable for process pools and Dask)."""
+    t0 = time.perf_counter()
+    result = _context(json.dumps(ctx, sort_keys=True)).evaluate(list(genes))
+    return result, time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- executors
+class _LocalExecutor:
+    def __init__(self, workers: int) -> None:
+        self.pool = ProcessPoolExecutor(workers) if workers > 1 else None
+
+    def map_unordered(self, ctx, genes_list):
+        if self.pool is None:
+            for g in genes_list:
+                yield g, evaluate_design(ctx, g)
+            return
+        futs = {self.pool.submit(evaluate_design, ctx, g): g for g in genes_list}
+        for f in as_completed(futs):
+            yield futs[f], f.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+class _DaskExecutor:
+    def __init__(self, scheduler: Any) -> None:
+        try:
+            from distributed import Client
+        except ImportError as exc:
+            raise AxlabError("the dask executor needs 'distributed' (pip install 'axlab[dist]')") from exc
+        self.own = isinstance(scheduler, str)
+        self.client = Client(scheduler) if self.own else Client(scheduler) if scheduler is not None else None
+        if self.client is None:
+            raise AxlabError("--executor dask needs --scheduler ADDRESS")
+
+    def map_unordered(self, ctx, genes_list):
+        from distributed import as_completed as das_completed
+
+        futs = self.client.map(evaluate_design, [ctx] * len(genes_list), genes_list, pure=False)
+        index = {f.key: g for f, g in zip(futs, genes_list)}
+        for f in das_completed(futs):
+            yield index[f.key], f.result()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# ----------------------------------------------------------------------------- the search
+@dataclass
+class DseResult:
+    out_dir: Path
+    pareto: list[dict[str, Any]]
+    evaluations: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    computed: int
+
+
+def expand_multipliers(spec: Any) -> list[str]:
+    """Multiplier set from the flow file: a list of specs, 'builtin', or a folder of netlists."""
+    from hwsim.builtin import builtin_names
+    from hwsim.netlist import discover
+
+    items = spec if isinstance(spec, list) else [spec]
+    out: list[str] = []
+    for item in items:
+        if item == "builtin":
+            out += builtin_names()
+        elif Path(str(item)).is_dir():
+            out += [str(p) for p in discover([item])]
+        else:
+            out.append(str(item))
+    if len(out) < 2:
+        raise AxlabError(f"the DSE needs at least 2 multipliers, got {out}")
+    return out
+
+
+def _dominance_front(F: np.ndarray) -> np.ndarray:
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    return NonDominatedSorting().do(F, only_non_dominated_front=True)
+
+
+def run_dse(cfg: dict[str, Any], out_dir: str | Path, progress: bool = True) -> DseResult:
+    """Run (or resume) NSGA-II over per-layer multiplier choices; write the run folder."""
+    from pymoo.algorithms.moo.nsga2 import NSGA2
+    from pymoo.core.evaluator import Evaluator
+    from pymoo.core.problem import Problem
+    from pymoo.problems.static import StaticProblem
+    from pymoo.operators.crossover.sbx import SBX
+    from pymoo.operators.mutation.pm import PM
+    from pymoo.operators.repair.rounding import RoundingRepair
+    from pymoo.operators.sampling.rnd import IntegerRandomSampling
+    from tqdm import tqdm
+
+    from flows.evalstore import EvalStore, context_key, eval_key
+    from hwsim.store import resolve
+    from nn.api import load_model
+
+    cfg = {**DEFAULTS, **cfg}
+    unknown = [o for o in cfg["objectives"] if o not in OBJECTIVES]
+    if unknown or not cfg["objectives"]:
+        raise AxlabError(f"unknown DSE objective(s) {unknown or '(none)'}; choose from {', '.join(OBJECTIVES)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mults = expand_multipliers(cfg["multipliers"])
+    luts = [resolve(m) for m in mults]  # build every LUT here, before any worker starts
+    bundle = load_model(cfg["model"])
+    layers = bundle.layers()
+    ctx = {"model": str(Path(cfg["model"]).resolve()), "model_sha256": bundle.sha256, "dataset": cfg["dataset"],
+           "multipliers": mults, "lut_sha256": [lut.sha256 for lut in luts], "objectives": sorted(cfg["objectives"]),
+           "val_images": int(cfg["val_images"]), "probe_images": int(cfg["probe_images"]),
+           "attack": cfg["attack"], "attack_params": cfg["attack_params"], "seed": int(cfg["seed"]),
+           "data_seed": int(cfg["data_seed"]), "backend": cfg["backend"]}
+    # the key leaves out where files live: the same model and LUTs elsewhere hit the same rows
+    ckey = context_key({k: v for k, v in ctx.items() if k not in ("model", "multipliers")}
+                       | {"multipliers": [lut.name for lut in luts]})
+    store = EvalStore(cfg.get("store") or out_dir / "evals.sqlite")
+    objs = [OBJECTIVES[o] for o in cfg["objectives"]]
+    max_loss = cfg["max_acc_loss"]
+    problem = Problem(n_var=len(layers), n_obj=len(objs), n_ieq_constr=1 if max_loss is not None else 0,
+                      xl=0, xu=len(mults) - 1, vtype=int)
+    algo = NSGA2(pop_size=int(cfg["pop_size"]), sampling=IntegerRandomSampling(),
+                 crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
+                 mutation=PM(eta=20, vtype=float, repair=RoundingRepair()), eliminate_duplicates=True)
+    algo.setup(problem, termination=("n_gen", int(cfg["generations"])), seed=int(cfg["seed"]), verbose=False)
+    if cfg["executor"] == "dask":
+        executor: Any = _DaskExecutor(cfg["scheduler"])
+    elif cfg["executor"] == "local":
+        executor = _LocalExecutor(int(cfg["workers"] or 1))
+    else:
+        raise AxlabError(f"unknown executor {cfg['executor']!r} (local or dask)")
+    computed = 0
+    history: list[dict[str, Any]] = []
+    try:
+        gen = 0
+        while algo.has_next():
+            pop = algo.ask()
+            X = np.rint(pop.get("X")).astype(int)
+            genes = [tuple(map(int, x)) for x in X]
+            todo = sorted({g for g in genes if store.get(eval_key(ckey, g)) is None})
+            bar = tqdm(total=len(genes), desc=f"DSE generation {gen + 1}/{cfg['generations']}",
+                       disable=not progress, unit="design", leave=False)
+            bar.update(len(genes) - sum(1 for g in genes if g in set(todo)))
+            for g, (res, secs) in executor.map_unordered(ctx, [list(g) for g in todo]):
+                store.put(eval_key(ckey, g), ckey, list(g), res, secs)
+                computed += 1
+                bar.update(sum(1 for x in genes if x == tuple(g)))
+            bar.close()
+            results = [store.get(eval_key(ckey, g)) for g in genes]
+            F = np.array([[r[o] for o in objs] for r in results], dtype=float)
+            kwargs = {"F": F}
+            if max_loss is not None:
+                kwargs["G"] = np.array([[r["acc_loss"] - max_loss] for r in results])
+            Evaluator().eval(StaticProblem(problem, **kwargs), pop)
+            algo.tell(infills=pop)
+            gen += 1
+            history.append({"generation": gen, "evaluated": len(store.rows(ckey)),
+                            "hypervolume": _hypervolume(store.rows(ckey), objs, luts, max_loss)})
+    finally:
+        executor.close()
+    rows = store.rows(ckey)
+    counts = store.computations(ckey)
+    store.close()
+    result = _write_outputs(out_dir, cfg, bundle, mults, layers, rows, objs, max_loss, history, counts)
+    result.computed = computed
+    return result
+
+
+def _feasible(rows, max_loss):
+    return [(g, r) for g, r in rows if max_loss is None or r["acc_loss"] <= max_loss]
+
+
+def _hypervolume(rows, objs, luts, max_loss) -> float:
+    """Hypervolume of the feasible evaluated designs, objectives scaled by fixed bounds
+    (largest multiplier area/power, 100 points) with reference point 1.1 in every direction."""
+    from pymoo.indicators.hv import HV
+
+    feas = _feasible(rows, max_loss)
+    if not feas:
+        return 0.0
+    bound = {"area_um2": max(lut.meta["cost"]["area_um2"] for lut in luts),
+             "power_mw": max(lut.meta["cost"]["power_mw"] for lut in luts),
+             "acc_loss": 100.0, "vulnerability": 100.0}
+    F = np.array([[r[o] / bound[o] for o in objs] for _, r in feas])
+    return float(HV(ref_point=np.full(len(objs), 1.1))(np.clip(F, -1.0, 1.1)))
+
+
+def _write_outputs(out_dir, cfg, bundle, mults, layers, rows, objs, max_loss, history, counts) -> DseResult:
+    import csv
+
+    from nn.api import write_design
+
+    evals = [{"genes": g, **r} for g, r in rows]
+    feas = _feasible(rows, max_loss)
+    pareto: list[dict[str, Any]] = []
+    if feas:
+        F = np.array([[r[o] for o in objs] for _, r in feas])
+        idx = sorted(set(_dominance_front(F).tolist()), key=lambda i: tuple(F[i]))
+        seen = set()
+        for i in idx:  # identical objective vectors from different genes: keep each design
+            g, r = feas[i]
+            if tuple(g) in seen:
+                continue
+            seen.add(tuple(g))
+            pareto.append({"genes": g, **r})
+    designs = out_dir / "designs"
+    designs.mkdir(exist_ok=True)
+    for old in designs.glob("pareto_*.json"):
+        old.unlink()
+    for k, p in enumerate(pareto):
+        path = designs / f"pareto_{k:02d}.json"
+        write_design(bundle, [mults[g] for g in p["genes"]], path, name=f"pareto_{k:02d}")
+        p["design"] = str(path.relative_to(out_dir))
+    cols = ["genes", "multipliers", "area_um2", "power_mw", "accuracy", "acc_loss", "robust_acc", "vulnerability"]
+    for name, data in (("evaluations.csv", evals), ("pareto.csv", pareto)):
+        with open(out_dir / name, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(cols + (["design"] if name == "pareto.csv" else []))
+            for e in data:
+                w.writerow([" ".join(map(str, e["genes"])), " ".join(e["multipliers"])]
+                           + [f"{e[c]:.6g}" if isinstance(e.get(c), float) else e.get(c, "") for c in cols[2:]]
+                           + ([e["design"]] if name == "pareto.csv" else []))
+    summary = {"objectives": objs, "layers": layers, "multipliers": mults, "max_acc_loss": max_loss,
+               "pareto": pareto, "history": history, "n_evaluations": len(evals),
+               "max_computations_per_design": max(counts.values()) if counts else 0}
+    (out_dir / "pareto.json").write_text(json.dumps(summary, indent=1))
+    from flows.plots import hypervolume_plot, pareto_scatter
+
+    pareto_scatter(evals, pareto, objs, out_dir / "pareto_scatter.png")
+    hypervolume_plot(history, out_dir / "hypervolume.png")
+    return DseResult(out_dir, pareto, evals, history, 0)

@@ -1,0 +1,240 @@
+"""Flow files: a YAML list of stages that axlab runs in order into one run folder.
+
+A flow is a script of ``axlab`` commands: every stage is executed as the same command line a
+user would type (written to ``<out>/commands.sh`` so any step can be rerun by hand), and a
+stage whose outputs exist is skipped, so an interrupted ``axlab run`` resumes. Stages:
+
+``luts`` (multiplier set) -> ``train`` -> ``eval`` -> ``dse`` -> ``attacks`` (FpNN, QNN and
+chosen Pareto designs) -> ``transfer`` -> ``detect`` -> ``report``.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hwsim.errors import AxlabError
+
+# key -> (type, default); a nested dict spec is a sub-section
+SCHEMA: dict[str, Any] = {
+    "name": (str, "flow"),
+    "seed": (int, 0),
+    "dataset": (str, "digits"),
+    "backend": (str, "numba"),
+    "luts": {"multipliers": ((str, list), "builtin")},
+    "train": {"model": (str, "minnet"), "epochs": (int, 10), "qat": (bool, True), "path": (str, None)},
+    "eval": {"multipliers": (bool, True)},
+    "dse": {"objectives": (list, ["area", "power", "accuracy", "robustness"]), "max_acc_loss": ((int, float), None),
+            "pop_size": (int, 16), "generations": (int, 6), "val_images": (int, 300), "probe_images": (int, 12),
+            "attack": (str, "square"), "attack_params": (dict, {"n_queries": 100, "eps": 16 / 255}),
+            "workers": (int, 2), "executor": (str, "local"), "scheduler": (str, None)},
+    "attacks": {"designs": (int, 2), "n": (int, 20), "list": (list, [{"attack": "pgd"}])},
+    "transfer": {"attack": (str, "pgd")},
+    "detect": {"attack": (str, "pgd"), "n_clean": (int, 100)},
+    "report": {"title": (str, None)},
+}
+
+
+def _type_name(t) -> str:
+    return " or ".join(x.__name__ for x in t) if isinstance(t, tuple) else t.__name__
+
+
+def validate(data: Any, where: str, schema: dict[str, Any] = SCHEMA, prefix: str = "") -> dict[str, Any]:
+    """Check ``data`` against ``schema``, fill defaults; errors name the file and the key."""
+    if not isinstance(data, dict):
+        raise AxlabError(f"{where}: {prefix.rstrip('.') or 'the flow'} must be a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(schema))
+    if unknown:
+        raise AxlabError(f"{where}: unknown key {prefix}{unknown[0]} (allowed: {', '.join(sorted(schema))})")
+    out: dict[str, Any] = {}
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            if key in data and data[key] is False:
+                out[key] = None  # stage switched off
+                continue
+            out[key] = validate(data.get(key) or {}, where, spec, f"{prefix}{key}.")
+            continue
+        typ, default = spec
+        if key not in data or data[key] is None:
+            out[key] = default
+            continue
+        v = data[key]
+        ok = isinstance(v, typ) and not (isinstance(v, bool) and bool not in (typ if isinstance(typ, tuple) else (typ,)))
+        if not ok:
+            raise AxlabError(f"{where}: {prefix}{key}: expected {_type_name(typ)}, got {v!r}")
+        out[key] = v
+    return out
+
+
+def load_flow(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise AxlabError(f"{path}: cannot read flow file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise AxlabError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    return validate(data or {}, str(path))
+
+
+class FlowRunner:
+    """Runs the stages of a validated flow into ``out``; each stage is resumable."""
+
+    def __init__(self, flow: dict[str, Any], out: Path, progress: bool = True) -> None:
+        self.flow, self.out, self.progress = flow, Path(out), progress
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.out / "flow_state.json"
+        self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        self.model = str(self.out / "model.axm") if not flow["train"] or not flow["train"]["path"] \
+            else flow["train"]["path"]
+
+    # -- helpers ------------------------------------------------------------------------------
+    def axlab(self, *args: str, stdout: Path | None = None) -> None:
+        """Run an axlab command in-process, logging its command line to commands.sh."""
+        import contextlib
+        import io
+
+        from flows.cli import main
+
+        line = "axlab " + " ".join(shlex.quote(a) for a in args)
+        with open(self.out / "commands.sh", "a") as fh:
+            fh.write(line + (f" > {shlex.quote(str(stdout))}" if stdout else "") + "\n")
+        print(f"[flow] {line}", flush=True)
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf) if stdout else contextlib.nullcontext():
+            rc = main(list(args))
+        if stdout:
+            stdout.write_text(buf.getvalue())
+        if rc:
+            raise AxlabError(f"flow stage failed: {line} (exit {rc})")
+
+    def done(self, stage: str, info: Any = True) -> None:
+        self.state[stage] = info
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=1))
+        tmp.replace(self.state_path)
+
+    # -- stages -------------------------------------------------------------------------------
+    def run(self) -> Path:
+        t0 = time.perf_counter()
+        for stage in ("luts", "train", "eval", "dse", "attacks", "transfer", "detect", "report"):
+            if self.flow.get(stage) is None:
+                continue
+            if stage in self.state and stage != "report":
+                print(f"[flow] {stage}: done earlier, skipped", flush=True)
+                continue
+            t = time.perf_counter()
+            getattr(self, f"stage_{stage}")(self.flow[stage])
+            self.state.setdefault("seconds", {})[stage] = round(time.perf_counter() - t, 1)
+            self.done(stage, self.state.get(stage, True))
+        self.state["total_seconds"] = round(time.perf_counter() - t0, 1)
+        self.done("report", True)
+        return self.out
+
+    def multipliers(self) -> list[str]:
+        from flows.dse import expand_multipliers
+
+        return expand_multipliers(self.flow["luts"]["multipliers"])
+
+    def stage_luts(self, cfg: dict[str, Any]) -> None:
+        mults = self.multipliers()
+        names = [m for m in mults if not Path(m).exists()]
+        paths = [m for m in mults if Path(m).exists()]
+        args = ["lut", "list", "--json"] + paths + (["--builtin"] if names else [])
+        self.axlab(*args, stdout=self.out / "luts.json")
+
+    def stage_train(self, cfg: dict[str, Any]) -> None:
+        if cfg["path"]:
+            return
+        args = ["train", "--model", cfg["model"], "--dataset", self.flow["dataset"], "--epochs", str(cfg["epochs"]),
+                "--seed", str(self.flow["seed"]), "--out", self.model] + (["--qat"] if cfg["qat"] else [])
+        self.axlab(*args)
+
+    def stage_eval(self, cfg: dict[str, Any]) -> None:
+        d = self.out / "eval"
+        d.mkdir(exist_ok=True)
+        base = ["eval", "--model", self.model, "--dataset", self.flow["dataset"], "--backend", self.flow["backend"], "--json"]
+        self.axlab(*base, "--impl", "fp", stdout=d / "fp.json")
+        self.axlab(*base, "--impl", "q", stdout=d / "q.json")
+        if cfg["multipliers"]:
+            for m in self.multipliers():
+                name = Path(m).stem
+                self.axlab(*base, "--impl", "ax", "--multiplier", m, stdout=d / f"ax_{name}.json")
+
+    def stage_dse(self, cfg: dict[str, Any]) -> None:
+        from flows.dse import run_dse
+
+        dse_cfg = {k: v for k, v in cfg.items()}
+        dse_cfg.update({"model": self.model, "dataset": self.flow["dataset"], "seed": self.flow["seed"],
+                        "multipliers": self.flow["luts"]["multipliers"], "backend": self.flow["backend"]})
+        line = (f"axlab dse --model {self.model} --dataset {self.flow['dataset']} --flow-section dse "
+                f"(from the flow file) --out {self.out / 'dse'}")
+        with open(self.out / "commands.sh", "a") as fh:
+            fh.write(f"# {line}\n")
+        res = run_dse(dse_cfg, self.out / "dse", progress=self.progress)
+        self.done("dse", {"pareto": len(res.pareto), "evaluations": len(res.evaluations), "computed": res.computed})
+
+    def _targets(self, n_designs: int) -> list[tuple[str, list[str]]]:
+        """(label, implementation args) for the FpNN, the QNN and the first Pareto designs by accuracy."""
+        out = [("fp", ["--impl", "fp"]), ("q", ["--impl", "q"])]
+        pareto_file = self.out / "dse" / "pareto.json"
+        if pareto_file.exists():
+            pareto = json.loads(pareto_file.read_text())["pareto"]
+            chosen = sorted(pareto, key=lambda p: (p["acc_loss"], p["area_um2"]))[:n_designs]
+            for p in chosen:
+                design = str(self.out / "dse" / p["design"])
+                out.append((f"ax_{Path(design).stem}", ["--impl", "ax", "--design", design]))
+        return out
+
+    def stage_attacks(self, cfg: dict[str, Any]) -> None:
+        d = self.out / "attacks"
+        d.mkdir(exist_ok=True)
+        for label, impl_args in self._targets(cfg["designs"]):
+            for item in cfg["list"]:
+                item = dict(item)
+                name = item.pop("attack")
+                n = str(item.pop("n", cfg["n"]))
+                params = [f"{k}={v}" for k, v in item.items()]
+                args = ["attack", "--model", self.model, *impl_args, "--attack", name, "--dataset",
+                        self.flow["dataset"], "--n", n, "--seed", str(self.flow["seed"]), "--backend",
+                        self.flow["backend"], "--out", str(d / f"{label}_{name}.jsonl"), "--json", "--no-progress"]
+                if params:
+                    args += ["--param", *params]
+                self.axlab(*args, stdout=d / f"{label}_{name}.summary.json")
+
+    def _specs(self, n_designs: int) -> list[str]:
+        """Implementation SPECs (attacks.implspec) of the FpNN, QNN and chosen Pareto designs."""
+        specs = []
+        for _, impl_args in self._targets(n_designs):
+            arg = f":{impl_args[3]}" if len(impl_args) > 2 else ""
+            specs.append(f"{self.model}:{impl_args[1]}{arg}@{self.flow['backend']}")
+        return specs
+
+    def stage_transfer(self, cfg: dict[str, Any]) -> None:
+        runs = sorted(str(p) for p in (self.out / "attacks").glob(f"*_{cfg['attack']}.jsonl"))
+        if not runs:
+            return
+        n = self.flow["attacks"]["designs"] if self.flow["attacks"] else 0
+        self.axlab("transfer", *runs, "--to", *self._specs(n), "--out", str(self.out / "transfer"), "--no-progress")
+
+    def stage_detect(self, cfg: dict[str, Any]) -> None:
+        adv = self.out / "attacks" / f"fp_{cfg['attack']}.jsonl"
+        if not adv.exists():
+            return
+        targets = self._targets(1)
+        args = ["detect", "--model", self.model, "--impl", "fp", "q", "--backend", self.flow["backend"]]
+        if len(targets) > 2:
+            args += ["--spec", self._specs(1)[2]]
+        self.axlab(*args, "--clean", self.flow["dataset"], "--n-clean", str(cfg["n_clean"]), "--adv", str(adv),
+                   "--out", str(self.out / "detect"), "--seed", str(self.flow["seed"]), "--no-progress")
+
+    def stage_report(self, cfg: dict[str, Any]) -> None:
+        from flows.report import write_report
+
+        write_report(self.out, title=cfg.get("title") or self.flow["name"])

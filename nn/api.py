@@ -1,0 +1,122 @@
+"""Public API of the nn package (used by attacks, flows and export).
+
+Shapes and units: images are uint8 NCHW in [0, 255] (32x32; 1 channel for digits, 3 for
+CIFAR-10); surrogates take float NCHW in [0, 1]; logits are (N, classes).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn as tnn
+
+from hwsim.errors import AxlabError
+from hwsim.lut import Lut
+from nn.bundle import ModelBundle, load_model, save_model
+from nn.data import load_dataset
+from nn.design import load_design_dict, make_design, read_design, resolve_multiplier, write_design
+from nn.engine import BACKENDS, IntegerEngine
+from nn.quant import GraphModule
+
+__all__ = ["load_dataset", "load_model", "save_model", "ModelBundle", "approximable_layers",
+           "load_implementation", "Implementation", "write_design", "read_design", "resolve_multiplier",
+           "make_design"]
+
+IMPLS = ("fp", "q", "ax")
+
+
+def approximable_layers(bundle: ModelBundle) -> list[str]:
+    """Conv/dense layer names in network order (MinNet: conv1, conv2, fc1, fc2)."""
+    return bundle.layers()
+
+
+def _softmax64(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Implementation:
+    """One way of running a model: float (fp), integer QNN (q) or approximate AxNN (ax)."""
+
+    def __init__(self, bundle: ModelBundle, impl: str, backend: str, luts: list[Lut] | None,
+                 name: str, lowrank: bool = True, batch: int = 256) -> None:
+        self.bundle, self.impl, self.backend, self.luts, self.name = bundle, impl, backend, luts, name
+        self.batch = batch
+        self.engine = None if impl == "fp" else IntegerEngine(bundle, luts, backend, lowrank=lowrank)
+        self._float = GraphModule(bundle.graph, "float").eval() if impl == "fp" else None
+        self.out_scale, self.out_zp = (1.0, 0) if impl == "fp" else bundle.qparams.act[
+            bundle.graph.quant_source(bundle.graph.output)]
+
+    def logits(self, x: np.ndarray, progress: bool = False) -> np.ndarray:
+        """fp: float32 logits; q/ax: int8 output codes as int32. x: uint8 (N, C, H, W)."""
+        x = _check_images(x, self.bundle)
+        if self.engine is not None:
+            return self.engine.logits(x, self.batch, progress)
+        outs = []
+        with torch.no_grad():
+            for i in range(0, len(x), self.batch):
+                outs.append(self._float(torch.from_numpy(x[i:i + self.batch]).float() / 255.0).numpy())
+        return np.concatenate(outs).astype(np.float32) if outs else np.zeros((0, self.bundle.num_classes), np.float32)
+
+    def dequantize(self, logits: np.ndarray) -> np.ndarray:
+        """Logits in real units (float64): (code - zp) * scale for q/ax."""
+        return (logits.astype(np.float64) - self.out_zp) * self.out_scale
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Softmax of the dequantised logits, float64 (N, classes)."""
+        return _softmax64(self.dequantize(self.logits(x)))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.logits(x).argmax(axis=1)
+
+    def surrogate(self) -> tnn.Module:
+        """Differentiable float model: [0, 1] NCHW -> float logits. fp: the float network;
+        q/ax: the fake-quant network with straight-through rounding (BPDA)."""
+        if self.impl == "fp":
+            return GraphModule(self.bundle.graph, "float").eval()
+        return GraphModule(self.bundle.qat_graph(), "fq", qparams=self.bundle.qparams).eval()
+
+    def __repr__(self) -> str:
+        return f"Implementation({self.name!r}, backend={self.backend!r})"
+
+
+def _check_images(x: np.ndarray, bundle: ModelBundle) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        raise AxlabError(f"images must be uint8 NCHW in [0, 255], got {x.dtype}")
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(bundle.input_shape):
+        raise AxlabError(f"images of shape {x.shape[1:]} do not match the model input {tuple(bundle.input_shape)}")
+    return np.ascontiguousarray(x)
+
+
+def load_implementation(model: str | Path | ModelBundle, impl: str, design: str | dict[str, Any] | None = None,
+                        multiplier: str | None = None, backend: str = "torch", lowrank: bool = True,
+                        batch: int = 256) -> Implementation:
+    """fp | q | ax (ax needs ``design`` (path or dict) or ``multiplier`` for every layer).
+
+    ``lowrank`` (numba backend): use the exact low-rank convolution path where the LUT's error
+    rank allows it, else the gather kernel.
+    """
+    bundle = model if isinstance(model, ModelBundle) else load_model(model)
+    if impl not in IMPLS:
+        raise AxlabError(f"unknown implementation {impl!r} (fp, q or ax)")
+    if backend not in BACKENDS:
+        raise AxlabError(f"unknown backend {backend!r} (torch, numba or cuda)")
+    if impl != "ax":
+        if design is not None or multiplier is not None:
+            raise AxlabError(f"--design/--multiplier only apply to impl ax, not {impl}")
+        return Implementation(bundle, impl, backend, None, impl, lowrank, batch)
+    if (design is None) == (multiplier is None):
+        raise AxlabError("impl ax needs exactly one of a design or a multiplier")
+    if design is not None:
+        d = load_design_dict(design)
+        luts = read_design(d, bundle)
+        name = f"ax:{d.get('name') or 'design'}"
+    else:
+        d, luts = make_design(bundle, [multiplier])
+        name = f"ax:{d['name']}"
+    return Implementation(bundle, "ax", backend, luts, name, lowrank, batch)

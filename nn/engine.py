@@ -1,0 +1,483 @@
+"""Integer-only inference (the QNN) and approximate inference (the AxNN).
+
+Activations travel as int8 codes held in float32 torch tensors (exact small integers; this
+lets max pooling and flattening run as ordinary torch ops). For each conv/dense layer:
+
+    acc[co, p] = sum_k (a_k - za) * w_k[co]  + bias_q[co]           (QNN, exact)
+    acc[co, p] = sum_k LUT[a_op, w_op]  - za_op*sum_k w_op - zw_op*sum_k a_op
+                 + K*za_op*zw_op + bias_q[co]                          (AxNN)
+    out        = clamp(zo + round(acc * M[co]), lo, 127),  M = M0 * 2^-rs (fixed point)
+
+Operand coding follows the multiplier: signed LUT -> a_op = int8 code a, w_op = int8
+weight w (zw_op = 0); unsigned LUT -> a_op = a + 128 (uint8 activation, zero point
+za + 128), w_op = w + 128 (uint8 weight with zero point 128, TFLite's asymmetric uint8
+scheme). The corrections use exact sums, so only the products go through the LUT; with
+an exact LUT the result equals the QNN for either signedness. Padding inserts the zero
+point code (the circuit multiplies it like any operand).
+
+MAC providers (``acc`` before requantisation):
+  * ``conv``: float convolution of integer tensors, exact because every partial sum is
+    bounded below 2^24 (float32; input channels are split into groups when needed) or 2^53
+    (float64). Serves the QNN (R = 0) and the low-rank path (LUT = a*b + sum_r U_r(a) V_r(b)
+    with integer U, V: one convolution over (1+R)*C channels).
+  * ``gather-torch`` (reference), ``gather-numba`` (CPU), ``gather-cuda`` (GPU): LUT lookups.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hwsim.errors import AxlabError
+from hwsim.lut import Lut, exact_table
+from nn.bundle import ModelBundle
+from nn.lowrank import LowRank, integer_factor
+
+F32_EXACT = 2**24
+F64_EXACT = 2**53
+ADD_SHIFT = 20
+BACKENDS = ("torch", "numba", "cuda")
+
+
+def requant_multiplier(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Real multipliers m > 0 -> (M0 int64 in [2^30, 2^31), rs int64) with m ~= M0 * 2^-rs."""
+    m = np.asarray(m, dtype=np.float64)
+    frac, exp = np.frexp(m)  # m = frac * 2^exp, frac in [0.5, 1)
+    m0 = np.round(frac * 2.0**31).astype(np.int64)
+    over = m0 == 2**31
+    m0[over] //= 2
+    exp = exp + over
+    rs = (31 - exp).astype(np.int64)
+    if np.any(rs < 1) or np.any(rs > 62):
+        raise AxlabError(f"requantisation multiplier out of range ({m.min():.3g}..{m.max():.3g})")
+    return m0, rs
+
+
+_FACTORS: dict[str, LowRank | None] = {}
+
+
+def lut_factor(lut: Lut, max_rank: int = 8) -> LowRank | None:
+    """Integer factorisation of the LUT's error table (cached by LUT sha256), verified exact."""
+    key = f"{lut.sha256}:{max_rank}"
+    if key not in _FACTORS:
+        f = integer_factor(lut.error_table(), max_rank=max_rank)
+        if f is not None:  # belt and braces: the fast path must reproduce the gather table
+            a, b = lut.values_a(), lut.values_b()
+            recon = np.multiply.outer(a, b) + f.U @ f.V
+            if not np.array_equal(recon, lut.table.astype(np.int64)):
+                f = None
+        _FACTORS[key] = f
+    return _FACTORS[key]
+
+
+def check_lut(lut: Lut, layer: str) -> None:
+    """The layers have 8-bit activation and weight operands: the LUT must be 256 x 256."""
+    if lut.bits_a != 8 or lut.bits_b != 8 or lut.table.shape != (256, 256):
+        raise AxlabError(f"multiplier {lut.name} is {lut.bits_a}x{lut.bits_b}-bit (LUT shape {lut.table.shape}) "
+                         f"but layer {layer} multiplies 8-bit activation codes by 8-bit weight codes (needs 256x256)")
+    if not isinstance(lut.signed, (bool, np.bool_)):
+        raise AxlabError(f"multiplier {lut.name}: signedness {lut.signed!r} is not a bool")
+
+
+@dataclass
+class LayerQ:
+    """Integer parameters of one conv/dense layer."""
+
+    name: str
+    w: np.ndarray        # int32 codes (Co, C, kh, kw), dense as (Co, C, 1, 1)
+    bq: np.ndarray       # int64 (Co,)
+    m0: np.ndarray       # int64 (Co,)
+    rs: np.ndarray       # int64 (Co,)
+    za: int
+    zo: int
+    lo: int
+    hi: int
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dense: bool
+
+    @property
+    def k(self) -> int:
+        return int(np.prod(self.w.shape[1:]))
+
+
+def _layer_q(bundle: ModelBundle, node: dict[str, Any]) -> LayerQ:
+    g, qp = bundle.graph, bundle.qparams
+    name = node["name"]
+    s_in, za = qp.act[g.quant_source(node["inputs"][0])]
+    s_out, zo = qp.act[name]
+    w = qp.wq[name].astype(np.int32)
+    dense = node["op"] == "linear"
+    if dense:
+        w = w.reshape(w.shape[0], w.shape[1], 1, 1)
+    m0, rs = requant_multiplier(s_in * qp.ws[name] / s_out)
+    return LayerQ(name, w, qp.bq[name].astype(np.int64), m0, rs, int(za), int(zo),
+                  int(zo) if node["relu"] else -128, 127,
+                  (1, 1) if dense else tuple(node["stride"]), (0, 0) if dense else tuple(node["padding"]), dense)
+
+
+# ----------------------------------------------------------------------------------- MACs
+class ConvMac:
+    """acc via one float convolution over the (1+R)*C expanded channels; exact by bound."""
+
+    kind = "conv"
+
+    def __init__(self, L: LayerQ, factor: LowRank | None, signed: bool = True, use_numba: bool = False) -> None:
+        self.L, self.use_numba = L, use_numba
+        co, c, kh, kw = L.w.shape
+        widx = L.w + 128  # operand indices
+        za_idx = L.za + 128
+        self.R = factor.rank if factor is not None else 0
+        chans_w = [L.w.astype(np.int64)]
+        xmax = [max(127 - L.za, L.za + 128)] * c
+        const = L.bq.copy()
+        tabs = np.zeros((self.R, 256), dtype=np.int64)
+        for r in range(self.R):
+            u, v = factor.U[:, r], factor.V[r]
+            tabs[r] = u - u[za_idx]  # shifted so the zero point (padding) maps to 0
+            vw = v[widx]             # (Co, C, kh, kw)
+            chans_w.append(vw)
+            const += u[za_idx] * vw.reshape(co, -1).sum(1)  # the shift, put back exactly
+            xmax += [int(np.abs(tabs[r]).max())] * c
+        we = np.concatenate(chans_w, axis=1)  # (Co, (1+R)C, kh, kw) int64
+        xmax_a = np.array(xmax, dtype=np.int64)
+        # |partial sum| <= sum_k xmax_k |w_k|: pick the fewest contiguous channel groups
+        # that keep that bound < 2^24 (float32 exact), else float64, else give up
+        per_ch = (np.abs(we).sum(axis=(2, 3)) * xmax_a[None, :])  # (Co, Ce)
+        ce = we.shape[1]
+        self.dtype = None
+        # a group always holds >= 1 whole channel; more than 32 groups is slower than float64
+        max_groups = 0 if per_ch.max() >= F32_EXACT else min(ce, 32)
+        for groups in range(1, max_groups + 1):
+            cg = -(-ce // groups)
+            pad = cg * groups - ce
+            pc = np.pad(per_ch, ((0, 0), (0, pad))).reshape(co, groups, cg).sum(2)
+            if pc.max() < F32_EXACT:
+                self.dtype, self.groups, self.cg = torch.float32, groups, cg
+                break
+        if self.dtype is None:
+            if per_ch.sum(1).max() < F64_EXACT:
+                self.dtype, self.groups, self.cg = torch.float64, 1, ce
+            else:
+                raise AxlabError(f"layer {L.name}: low-rank terms too large for exact float convolution")
+        self.total_bound = int(per_ch.sum(1).max() + np.abs(const).max())
+        if self.total_bound >= 2**31:
+            raise AxlabError(f"layer {L.name}: accumulator bound {self.total_bound} exceeds int32")
+        pad = self.cg * self.groups - ce
+        wg = np.pad(we, ((0, 0), (0, pad), (0, 0), (0, 0)))
+        # groups=G conv: group g sees channels [g*cg, (g+1)*cg) and writes its own Co partial sums
+        wg = wg.reshape(co, self.groups, self.cg, kh, kw).transpose(1, 0, 2, 3, 4).reshape(
+            self.groups * co, self.cg, kh, kw)
+        self.weight = torch.from_numpy(wg.astype(np.float64)).to(self.dtype).contiguous()
+        self.tabs = tabs.astype(np.float32)
+        self.tabs_t = torch.from_numpy(tabs).to(self.dtype)
+        self.c_in, self.c_pad = c, self.cg * self.groups
+        self.const = const
+        self.zc = 0
+
+    def expand(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) codes -> (N, c_pad, H, W) float operands."""
+        n, c, h, w = x.shape
+        if self.R == 0 and self.c_pad == c:
+            return (x - self.L.za).to(self.dtype)
+        if self.use_numba and self.dtype == torch.float32:
+            from nn import kernels_cpu
+
+            out = torch.zeros((n, self.c_pad, h, w), dtype=torch.float32)
+            kernels_cpu.expand(x.reshape(n, c, h * w).numpy(), np.float32(self.L.za), self.tabs,
+                               out.view(n, self.c_pad, h * w).numpy())
+            return out
+        parts = [(x - self.L.za).to(self.dtype)]
+        idx = (x + 128).long()
+        for r in range(self.R):
+            parts.append(self.tabs_t[r][idx])
+        if self.c_pad > (1 + self.R) * c:
+            parts.append(torch.zeros((n, self.c_pad - (1 + self.R) * c, h, w), dtype=self.dtype))
+        return torch.cat(parts, 1)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        xe = self.expand(x)
+        y = F.conv2d(xe, self.weight, None, self.L.stride, self.L.padding, 1, self.groups)
+        n, _, ho, wo = y.shape
+        return y.reshape(n, self.groups, -1, ho * wo), None
+
+
+class _GatherBase:
+    """Common set-up of LUT gathers: operand indices, corrections, bounds."""
+
+    def __init__(self, L: LayerQ, lut: Lut) -> None:
+        self.L = L
+        co = L.w.shape[0]
+        off = 0 if lut.signed else 128
+        zw = off
+        za_op = L.za + off
+        self.widx = (L.w + 128).astype(np.int64)  # (Co, C, kh, kw)
+        k = L.k
+        sum_w_op = (L.w.astype(np.int64) + off).reshape(co, -1).sum(1)
+        self.const = L.bq - za_op * sum_w_op - zw * k * (off - 128) + k * za_op * zw
+        self.zc = -zw
+        self.table = np.ascontiguousarray(lut.table, dtype=np.int32)
+        maxabs = int(np.abs(self.table.astype(np.int64)).max())
+        if k * maxabs >= 2**31 or k * maxabs + np.abs(self.const).max() + 128 * k * 255 >= 2**31:
+            raise AxlabError(f"layer {L.name}: LUT {lut.name} values up to {maxabs} overflow the "
+                             f"int32 accumulator over {k} products")
+        self.pad_val = float(L.za + 128)
+
+    def padded_idx(self, x: torch.Tensor) -> torch.Tensor:
+        ph, pw = self.L.padding
+        xi = x + 128
+        if ph or pw:
+            xi = F.pad(xi, (pw, pw, ph, ph), value=self.pad_val)
+        return xi.to(torch.uint8)
+
+    def out_size(self, h: int, w: int) -> tuple[int, int]:
+        kh, kw = self.L.w.shape[2:]
+        ph, pw = self.L.padding
+        sh, sw = self.L.stride
+        return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+
+
+class TorchGather(_GatherBase):
+    """Reference: unfold + table gather in torch (clear, slow)."""
+
+    kind = "gather-torch"
+
+    def __init__(self, L: LayerQ, lut: Lut) -> None:
+        super().__init__(L, lut)
+        self.flat = torch.from_numpy(self.table.reshape(-1).astype(np.int64))
+        self.wflat = torch.from_numpy(self.widx.reshape(self.widx.shape[0], -1))  # (Co, K)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, c, h, w = x.shape
+        ho, wo = self.out_size(h, w)
+        xi = self.padded_idx(x).to(torch.float32)
+        kh, kw = self.L.w.shape[2:]
+        cols = F.unfold(xi, (kh, kw), stride=self.L.stride).long()  # (N, K, P), k = (c, ky, kx)
+        co = self.wflat.shape[0]
+        acc = torch.empty((n, co, ho * wo), dtype=torch.int64)
+        rows = cols * 256
+        chunk = max(1, (1 << 22) // max(1, rows[0].numel()))
+        for i in range(0, n, chunk):
+            r = rows[i:i + chunk]
+            for o in range(co):
+                acc[i:i + chunk, o] = self.flat[r + self.wflat[o][None, :, None]].sum(1)
+        sidx = cols.sum(1)
+        return acc.reshape(n, 1, co, ho * wo), sidx
+
+
+class NumbaGather(_GatherBase):
+    """CPU gather kernel (numba, parallel)."""
+
+    kind = "gather-numba"
+
+    def __init__(self, L: LayerQ, lut: Lut) -> None:
+        super().__init__(L, lut)
+        co = self.widx.shape[0]
+        self.wk = np.ascontiguousarray(self.widx.reshape(co, -1).T.astype(np.uint8))  # (K, Co)
+        self.lookups = 0
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from nn import kernels_cpu
+
+        n, c, h, w = x.shape
+        ho, wo = self.out_size(h, w)
+        xi = self.padded_idx(x).contiguous().numpy()
+        co = self.wk.shape[1]
+        acc = np.empty((n, co, ho * wo), dtype=np.int32)
+        sidx = np.empty((n, ho * wo), dtype=np.int32)
+        kh, kw = self.L.w.shape[2:]
+        kernels_cpu.gather_conv(xi, self.wk, self.table, kh, kw, self.L.stride[0], self.L.stride[1],
+                                ho, wo, acc, sidx)
+        self.lookups += n * ho * wo * self.wk.size
+        return torch.from_numpy(acc).reshape(n, 1, co, ho * wo), torch.from_numpy(sidx)
+
+
+class CudaGather(_GatherBase):
+    """numba-cuda gather kernel, LUT resident in GPU memory (runs under the CUDA simulator
+    when NUMBA_ENABLE_CUDASIM=1)."""
+
+    kind = "gather-cuda"
+
+    def __init__(self, L: LayerQ, lut: Lut) -> None:
+        super().__init__(L, lut)
+        from nn import kernels_cuda
+
+        co = self.widx.shape[0]
+        self.k = kernels_cuda
+        self.d_lut = kernels_cuda.to_device(self.table)
+        self.d_w = kernels_cuda.to_device(np.ascontiguousarray(self.widx.reshape(co, -1).astype(np.uint8)))
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, c, h, w = x.shape
+        ho, wo = self.out_size(h, w)
+        xi = np.ascontiguousarray(self.padded_idx(x).numpy())
+        kh, kw = self.L.w.shape[2:]
+        acc, sidx = self.k.gather_conv(xi, self.d_w, self.d_lut, kh, kw, self.L.stride, ho, wo)
+        co = self.widx.shape[0]
+        return torch.from_numpy(acc).reshape(n, 1, co, ho * wo), torch.from_numpy(sidx)
+
+
+# ------------------------------------------------------------------------------ epilogues
+def epilogue_torch(y: torch.Tensor, sidx: torch.Tensor | None, zc: int, L: LayerQ, const: np.ndarray) -> torch.Tensor:
+    """Reference requantisation in torch int64 (see kernels_cpu.epilogue)."""
+    acc = y.to(torch.int64).sum(1)  # (N, Co, P)
+    if sidx is not None and zc:
+        acc = acc + zc * sidx.to(torch.int64)[:, None, :]
+    acc = acc + torch.from_numpy(const)[None, :, None]
+    m0 = torch.from_numpy(L.m0)[None, :, None]
+    rs = torch.from_numpy(L.rs)[None, :, None]
+    v = torch.bitwise_right_shift(acc * m0 + torch.bitwise_left_shift(torch.ones_like(rs), rs - 1), rs) + L.zo
+    return v.clamp_(L.lo, L.hi).to(torch.float32)
+
+
+def epilogue_numba(y: torch.Tensor, sidx: torch.Tensor | None, zc: int, L: LayerQ, const: np.ndarray) -> torch.Tensor:
+    from nn import kernels_cpu
+
+    n, _, co, p = y.shape
+    out = torch.empty((n, co, p), dtype=torch.float32)
+    s = sidx.numpy() if (sidx is not None and zc) else np.zeros((n, 0), dtype=np.int32)
+    kernels_cpu.epilogue(y.contiguous().numpy(), s, np.int64(zc), const, L.m0, L.rs, np.int64(L.zo),
+                         np.int64(L.lo), np.int64(L.hi), out.numpy())
+    return out
+
+
+# --------------------------------------------------------------------------------- engine
+class IntegerEngine:
+    """Runs a bundle's graph on int8 codes. ``luts`` None: the QNN; else one Lut per layer."""
+
+    def __init__(self, bundle: ModelBundle, luts: list[Lut] | None = None, backend: str = "torch",
+                 lowrank: bool = True, max_rank: int = 8) -> None:
+        if backend not in BACKENDS:
+            raise AxlabError(f"unknown backend {backend!r} (torch, numba or cuda)")
+        self.bundle, self.backend = bundle, backend
+        g = bundle.graph
+        layers = g.layers()
+        if luts is not None and len(luts) != len(layers):
+            raise AxlabError(f"{len(luts)} multipliers given but the model has {len(layers)} approximable layers "
+                             f"({', '.join(layers)})")
+        self.macs: dict[str, Any] = {}
+        self.lq: dict[str, LayerQ] = {}
+        self.epi = epilogue_torch if backend == "torch" else epilogue_numba
+        for i, name in enumerate(layers):
+            node = g.by_name[name]
+            L = self.lq[name] = _layer_q(bundle, node)
+            lut = luts[i] if luts is not None else None
+            if lut is None:
+                self.macs[name] = ConvMac(L, None, use_numba=backend != "torch")
+                continue
+            check_lut(lut, name)
+            if backend == "torch":
+                self.macs[name] = TorchGather(L, lut)
+            elif backend == "cuda":
+                self.macs[name] = CudaGather(L, lut)
+            else:
+                mac = None
+                if lowrank:
+                    f = lut_factor(lut, max_rank)
+                    if f is not None:
+                        # an unsigned LUT's error is E(a_op, w_op); the int8-centred exact part
+                        # is unchanged, so the same expansion applies with the LUT's own U, V
+                        try:
+                            mac = ConvMac(L, f, use_numba=True)
+                        except AxlabError:
+                            mac = None
+                self.macs[name] = mac if mac is not None else NumbaGather(L, lut)
+        self.add_q: dict[str, tuple[int, int, int, int, int, int]] = {}
+        qp = bundle.qparams
+        for n in g.nodes:
+            if n["op"] == "add":
+                sa, za = qp.act[g.quant_source(n["inputs"][0])]
+                sb, zb = qp.act[g.quant_source(n["inputs"][1])]
+                so, zo = qp.act[n["name"]]
+                ma = int(round(sa / so * 2**ADD_SHIFT))
+                mb = int(round(sb / so * 2**ADD_SHIFT))
+                self.add_q[n["name"]] = (za, ma, zb, mb, zo, zo if n["relu"] else -128)
+
+    def describe(self) -> dict[str, str]:
+        return {k: (f"{m.kind}(R={m.R},G={m.groups},{str(m.dtype)[6:]})" if isinstance(m, ConvMac) else m.kind)
+                for k, m in self.macs.items()}
+
+    @torch.no_grad()
+    def run_codes(self, x: np.ndarray) -> torch.Tensor:
+        """uint8 images (N, C, H, W) -> output codes (float32 tensor of int8 values)."""
+        g = self.bundle.graph
+        vals: dict[str, torch.Tensor] = {}
+        for n in g.nodes:
+            op = n["op"]
+            if op == "input":
+                y = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float32) - 128.0
+            elif op in ("conv", "linear"):
+                xi = vals[n["inputs"][0]]
+                dense = op == "linear"
+                if dense:
+                    xi = xi.reshape(xi.shape[0], -1, 1, 1)
+                mac, L = self.macs[n["name"]], self.lq[n["name"]]
+                acc, sidx = mac(xi.contiguous())
+                out = self.epi(acc, sidx, mac.zc, L, mac.const)
+                if dense:
+                    y = out.reshape(out.shape[0], -1)
+                else:
+                    ho, wo = _conv_out(xi.shape[2:], L)
+                    y = out.reshape(out.shape[0], -1, ho, wo)
+            elif op == "add":
+                za, ma, zb, mb, zo, lo = self.add_q[n["name"]]
+                if self.backend == "torch":
+                    a = vals[n["inputs"][0]].to(torch.int64)
+                    b = vals[n["inputs"][1]].to(torch.int64)
+                    v = ((a - za) * ma + (b - zb) * mb + (1 << (ADD_SHIFT - 1))) >> ADD_SHIFT
+                    y = (v + zo).clamp_(lo, 127).to(torch.float32)
+                else:
+                    from nn import kernels_cpu
+
+                    a = vals[n["inputs"][0]].contiguous()
+                    b = vals[n["inputs"][1]].contiguous()
+                    y = torch.empty_like(a)
+                    kernels_cpu.add_requant(a.view(-1).numpy(), b.view(-1).numpy(), np.int64(za), np.int64(ma),
+                                            np.int64(zb), np.int64(mb), np.int64(ADD_SHIFT), np.int64(zo),
+                                            np.int64(lo), np.int64(127), y.view(-1).numpy())
+            elif op == "relu":
+                zp = self.bundle.qparams.act[g.quant_source(n["name"])][1]
+                y = vals[n["inputs"][0]].clamp_min(float(zp))
+            elif op == "maxpool":
+                y = F.max_pool2d(vals[n["inputs"][0]], tuple(n["kernel"]), tuple(n["stride"]), tuple(n["padding"]))
+            elif op in ("avgpool", "gap"):
+                xi = vals[n["inputs"][0]].to(torch.float64)
+                if op == "gap":
+                    s, cnt = xi.sum(dim=(2, 3), keepdim=True), xi.shape[2] * xi.shape[3]
+                else:
+                    k = tuple(n["kernel"])
+                    s, cnt = F.avg_pool2d(xi, k, tuple(n["stride"]), divisor_override=1), k[0] * k[1]
+                # round half up of sum/cnt, exact (see module doc of the float64 argument)
+                y = torch.floor((2 * s + cnt) / (2 * cnt)).to(torch.float32)
+            elif op == "flatten":
+                y = vals[n["inputs"][0]].reshape(vals[n["inputs"][0]].shape[0], -1)
+            else:  # pragma: no cover
+                raise RuntimeError(op)
+            vals[n["name"]] = y
+        return vals[g.output]
+
+    def logits(self, x: np.ndarray, batch: int = 256, progress: bool = False) -> np.ndarray:
+        """Output int8 codes as int32 (N, classes)."""
+        from tqdm import tqdm
+
+        outs = []
+        rng = range(0, len(x), batch)
+        for i in tqdm(rng, desc="eval", unit="batch", leave=False, disable=not progress or len(rng) < 2):
+            outs.append(self.run_codes(x[i:i + batch]).numpy().astype(np.int32))
+        if not outs:
+            return np.zeros((0, self.bundle.num_classes), dtype=np.int32)
+        return np.concatenate(outs)
+
+
+def _conv_out(hw: tuple[int, int], L: LayerQ) -> tuple[int, int]:
+    kh, kw = L.w.shape[2:]
+    return ((hw[0] + 2 * L.padding[0] - kh) // L.stride[0] + 1, (hw[1] + 2 * L.padding[1] - kw) // L.stride[1] + 1)
+
+
+def exact_lut_like(signed: bool) -> Lut:
+    return Lut(f"exact8{'s' if signed else 'u'}", exact_table(8, 8, signed), 8, 8, signed)
+
+
