@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="override signedness (default: from the mulNs/mulNu module name)")
         sg.add_argument("--unsigned", dest="signed", action="store_const", const=False)
         p.add_argument("--jobs", type=int, default=None, help="parallel simulations (default: CPU count)")
+        p.add_argument("--allow-non-multiplier", action="store_true",
+                       help="build LUTs of circuits that are not n x m -> n+m multipliers (e.g. adders)")
 
     p = lsub.add_parser("list", help="one row per multiplier: published and measured metrics and cost")
     common(p, False)
@@ -41,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="rebuild even when the store has the LUT")
     p.set_defaults(func=cmd_build)
 
-    p = lsub.add_parser("verify", help="exit 0 only if RTL == gate evaluator on every pair and metrics match headers")
+    p = lsub.add_parser("verify", help="exit 0 only if RTL == gate evaluator on every pair and metrics match headers "
+                                       "(--sim gates: header figures against the gate evaluator only)")
     common(p, True)
     p.set_defaults(func=cmd_verify)
 
@@ -68,6 +71,8 @@ def _row(lut) -> dict:
     for key in ("mae_pct", "wce_pct", "ep_pct", "mre_pct", "mse"):
         row[key] = m[key]
         row[key + "_published"] = pub.get(key, {}).get("value")
+    if pub.get("mre_pct", {}).get("legacy") and "mre_all_pct" in m:
+        row["mre_pct"] = m["mre_all_pct"]  # an older header's MRE: over all pairs, |e| / max(1, |exact|)
     row.update({"power_mw": cost.get("power_mw"), "power_mw_published": pub.get("power_mw", {}).get("value"),
                 "power_mw_estimate": est.get("power_mw"), "area_um2": cost.get("area_um2"),
                 "area_um2_published": pub.get("area_um2", {}).get("value"), "area_um2_estimate": est.get("area_um2"),
@@ -94,6 +99,13 @@ LIST_COLS = [("name", "name"), ("widths", "bits"), ("signed", "signed"),
              ("area_um2_published", "A um2 pub"), ("area_um2_estimate", "A um2 est")]
 
 
+def _report_failures(failures) -> int:
+    """One line per netlist that failed (stderr); 1 if any failed, else 0."""
+    for f in failures:
+        print(f"axlab: {f.message}", file=sys.stderr)
+    return 1 if failures else 0
+
+
 def cmd_list(args) -> int:
     from hwsim.builtin import builtin_names, builtin_path
     from hwsim.errors import AxlabError
@@ -104,13 +116,15 @@ def cmd_list(args) -> int:
         paths += [builtin_path(n) for n in builtin_names()]
     if not paths:
         raise AxlabError("nothing to list: give netlist PATHs and/or --builtin")
-    results = build_luts(paths, sim=args.sim, signed=args.signed, jobs=args.jobs)
+    failures: list = []
+    results = build_luts(paths, sim=args.sim, signed=args.signed, jobs=args.jobs, errors=failures,
+                         allow_non_multiplier=args.allow_non_multiplier)
     rows = [_row(r.lut) for r in results]
     if args.json:
         print(json.dumps(rows, indent=1))
-    else:
+    elif rows:
         print_table(rows, LIST_COLS)
-    return 0
+    return _report_failures(failures)
 
 
 def cmd_build(args) -> int:
@@ -118,27 +132,41 @@ def cmd_build(args) -> int:
 
     from hwsim.errors import AxlabError
     from hwsim.netlist import discover
-    from hwsim.store import build_luts, sample_netlist
+    from hwsim.store import Failure, build_luts, failure_line, sample_netlist
 
     if args.sampled is not None:
         if args.sampled < 1:
             raise AxlabError(f"--sampled must be >= 1, got {args.sampled}")
-        rows = []
-        for f in discover(args.paths):
-            s = sample_netlist(f, args.sampled, sim=args.sim, signed=args.signed, seed=args.seed)
-            if s["mismatches"]:
-                raise AxlabError(f"{f}: RTL and gate evaluator disagree on {s['mismatches']} of {s['n']} sampled pairs")
+        rows, failures = [], []
+        files = []
+        for path in args.paths:
+            try:
+                files += [f for f in discover([path]) if f not in files]
+            except AxlabError as exc:
+                failures.append(Failure(Path(path), failure_line(path, exc)))
+        for f in files:
+            try:
+                s = sample_netlist(f, args.sampled, sim=args.sim, signed=args.signed, seed=args.seed,
+                                   allow_non_multiplier=args.allow_non_multiplier)
+                if s["mismatches"]:
+                    raise AxlabError(f"{f}: RTL and gate evaluator disagree on {s['mismatches']} of {s['n']} sampled pairs")
+            except AxlabError as exc:
+                failures.append(Failure(f, failure_line(f, exc)))
+                continue
             if args.out:
                 args.out.mkdir(parents=True, exist_ok=True)
                 np.savez_compressed(args.out / f"{s['module']}.sampled.npz", a=s["a"], b=s["b"], product=s["product"],
                                     meta=np.array(json.dumps({k: s[k] for k in ("module", "bits_a", "bits_b",
                                                                                 "signed", "metrics", "n", "seed")})))
             rows.append(dict(name=s["module"], widths=f"{s['bits_a']}x{s['bits_b']}", n=s["n"], **s["metrics"]))
-        print_table(rows, [("name", "name"), ("widths", "bits"), ("n", "pairs"), ("mae_pct", "MAE%~"),
-                           ("wce_pct", "WCE%>="), ("ep_pct", "EP%~"), ("mre_pct", "MRE%~"), ("mse", "MSE~")])
-        return 0
+        if rows:
+            print_table(rows, [("name", "name"), ("widths", "bits"), ("n", "pairs"), ("mae_pct", "MAE%~"),
+                               ("wce_pct", "WCE%>="), ("ep_pct", "EP%~"), ("mre_pct", "MRE%~"), ("mse", "MSE~")])
+        return _report_failures(failures)
+    failures = []
     results = build_luts(args.paths, sim=args.sim, signed=args.signed, max_pairs=2**args.max_pairs_log2,
-                         use_cache=not args.no_cache, jobs=args.jobs)
+                         use_cache=not args.no_cache, jobs=args.jobs, errors=failures,
+                         allow_non_multiplier=args.allow_non_multiplier)
     rows = []
     for r in results:
         if args.out:
@@ -148,27 +176,24 @@ def cmd_build(args) -> int:
                      "gates_s": r.seconds.get("gates"), "rtl_s": r.seconds.get("rtl"),
                      "char_s": r.seconds.get("characterise"), "total_s": r.seconds.get("total", sum(r.seconds.values())),
                      "sha": r.lut.sha256[:12]})
-    print_table(rows, [("name", "name"), ("widths", "bits"), ("signed", "signed"), ("source", "from"),
-                       ("header", "header ok"), ("gates_s", "gates s"), ("rtl_s", "rtl s"), ("char_s", "char s"),
-                       ("total_s", "total s"), ("sha", "lut sha256")])
-    if args.out:
+    if rows:
+        print_table(rows, [("name", "name"), ("widths", "bits"), ("signed", "signed"), ("source", "from"),
+                           ("header", "header ok"), ("gates_s", "gates s"), ("rtl_s", "rtl s"), ("char_s", "char s"),
+                           ("total_s", "total s"), ("sha", "lut sha256")])
+    if args.out and results:
         print(f"wrote {len(results)} LUT(s) to {args.out}")
-    return 0
+    return _report_failures(failures)
 
 
 def cmd_verify(args) -> int:
-    from hwsim.errors import AxlabError
     from hwsim.metrics import compare_with_header, error_metrics
     from hwsim.netlist import read_netlist
-    from hwsim.store import Mismatch, build_luts
+    from hwsim.store import build_luts
 
-    if args.sim == "gates":
-        raise AxlabError("verify compares an RTL simulation with the gate evaluator: use --sim verilator or icarus")
-    try:  # always simulate afresh: a verification must not trust the LUT cache
-        results = build_luts(args.paths, sim=args.sim, signed=args.signed, use_cache=False, jobs=args.jobs)
-    except Mismatch as exc:
-        print(f"FAIL {exc}", file=sys.stderr)
-        return 1
+    failures: list = []
+    # always simulate afresh: a verification must not trust the LUT cache
+    results = build_luts(args.paths, sim=args.sim, signed=args.signed, use_cache=False, jobs=args.jobs,
+                         errors=failures, allow_non_multiplier=args.allow_non_multiplier)
     failed = 0
     for r in results:
         info = read_netlist(r.lut.meta["provenance"]["netlist_path"])
@@ -178,9 +203,15 @@ def cmd_verify(args) -> int:
         status = "FAIL" if bad else "ok"
         detail = "; ".join(f"{c.key} measured {c.compared:.6g} vs header {c.published_text}" for c in bad)
         hdr = f"{len(checks)} header figures match" if checks else "no header figures"
-        print(f"{status:4}  {r.lut.name:24} rtl==gates on {r.lut.table.size} pairs; {hdr if not bad else detail}")
-    print(f"{len(results) - failed} of {len(results)} netlists verified")
-    return 1 if failed else 0
+        how = (f"rtl==gates on {r.lut.table.size} pairs" if args.sim != "gates"
+               else f"gate evaluator only (no RTL) on {r.lut.table.size} pairs")
+        print(f"{status:4}  {r.lut.name:24} {how}; {hdr if not bad else detail}")
+    for f in failures:
+        print(f"FAIL  {f.path.name:24} {f.message}")
+    _report_failures(failures)
+    total = len(results) + len(failures)
+    print(f"{len(results) - failed} of {total} netlists verified")
+    return 1 if failed or failures else 0
 
 
 def cmd_fetch(args) -> int:

@@ -4,9 +4,11 @@ Only pyverilog's grammar is used (no preprocessor), so no iverilog is needed. Th
 elaborator understands what gate-level netlists use: ``assign`` with bitwise, reduction,
 logical and conditional operators, concatenation/replication, bit and part selects,
 constants, the Verilog gate primitives (and, or, nand, nor, xor, xnor, not, buf) and
-instances of cell modules defined in the same file (flattened). Anything else (arithmetic,
-comparisons, always blocks, cells defined nowhere) is refused with a message naming the
-file and line: a LUT must never be built from a guess.
+instances of cell modules defined in the same file (flattened) or taken from the built-in
+standard-cell library (:mod:`hwsim.cells`: ``AND2X1``, ``HAX1``, ``MUX2X1`` ... of the
+``*_pdk45.v`` files). Widths and indices may be constant expressions (``[2*8-1:0]``).
+Anything else (multiplication, comparisons, always blocks, cells defined nowhere) is refused
+with a message naming the file and line: a LUT must never be built from a guess.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pyverilog.vparser.ast as va
 
+from hwsim.cells import cell_verilog
 from hwsim.errors import NetlistError
 from hwsim.gates import AND, IN_A, IN_B, MUX, NOT, OR, XOR, GateGraph
 from hwsim.netlist import NetlistInfo
@@ -65,13 +68,16 @@ class ParsedNetlist:
     bits_a: int
     bits_b: int
     bits_o: int
+    ports: tuple[str, str, str] = ("A", "B", "O")  # the top module's names of A, B and the product
+    library_cells: tuple[str, ...] = ()  # built-in library cells it instantiates (hwsim.cells)
 
 
 def parse_text(text: str, where: str) -> va.Source:
     """pyverilog AST of a Verilog text; ``where`` names the file in errors."""
     from pyverilog.vparser.parser import ParseError
 
-    clean = _DIRECTIVE_RE.sub("", text)  # `timescale etc.: no preprocessor here
+    clean = text.replace("\r\n", "\n").replace("\r", "\n")  # CRLF files (EvoApprox8b): ply refuses '\r'
+    clean = _DIRECTIVE_RE.sub("", clean)  # `timescale etc.: no preprocessor here
     parser = _parser()
     parser.lexer.lexer.lineno = 1  # ply keeps counting across parses otherwise
     try:
@@ -97,11 +103,20 @@ class _Scope:
 
     # -------------------------------------------------------------- declarations
     def _const(self, node: va.Node) -> int:
+        """Value of a constant expression (widths, indices, replication counts)."""
         if isinstance(node, va.IntConst):
             return _int_value(node.value, self.elab.where, node.lineno)[0]
-        if isinstance(node, (va.Minus, va.Plus)):
+        if isinstance(node, va.Uminus):
+            return -self._const(node.right)
+        if isinstance(node, va.Uplus):
+            return self._const(node.right)
+        op = _CONST_OPS.get(type(node))
+        if op is not None:
             l, r = self._const(node.left), self._const(node.right)
-            return l - r if isinstance(node, va.Minus) else l + r
+            try:
+                return op(l, r)
+            except (ZeroDivisionError, ValueError, OverflowError):
+                raise self.elab.error(node, f"constant expression {_op_name(node)} of {l} and {r} is undefined") from None
         raise self.elab.error(node, f"width or index is not a constant ({node.__class__.__name__})")
 
     def _declare(self, decl: va.Node) -> None:
@@ -183,14 +198,20 @@ class _Scope:
         name = inst.module
         if name in PRIMITIVES:
             args = [p.argname for p in inst.portlist]
+            for arg in args:  # implicit 1-bit wires, as for cell instances below
+                if isinstance(arg, va.Identifier) and arg.name not in self.nets:
+                    self.nets[arg.name] = Port(arg.name, "wire", 0, 0)
             if len(args) < 2:
                 raise self.elab.error(inst, f"gate primitive {name} needs an output and inputs")
             self._drive(args[0], ("prim", (name, args[1:])), inst.lineno)
             return
         mod = self.elab.modules.get(name)
         if mod is None:
-            raise self.elab.error(inst, f"unknown cell '{name}' (instance {inst.name}); "
-                                        "its module is not defined in the file")
+            mod = library_module(name)
+            if mod is None:
+                raise self.elab.error(inst, f"unknown cell '{name}' (instance {inst.name}); "
+                                            "its module is not defined in the file nor a built-in library cell")
+            self.elab.library_cells.add(name)
         child_ports = _port_order(mod)
         conns: dict[str, va.Node] = {}
         for pos, parg in enumerate(inst.portlist):
@@ -201,6 +222,9 @@ class _Scope:
                 pname = child_ports[pos]
             if parg.argname is not None:
                 conns[pname] = parg.argname
+        for arg in conns.values():  # Verilog: an undeclared name in a port connection is an implicit 1-bit wire
+            if isinstance(arg, va.Identifier) and arg.name not in self.nets:
+                self.nets[arg.name] = Port(arg.name, "wire", 0, 0)
         cid = len(self.children)
         self.children.append((inst.name, mod, f"{self.path}.{inst.name}", conns))
         child_dirs = _port_dirs(mod)
@@ -365,6 +389,7 @@ class _Elaborator:
         self.a_name, self.b_name = a_name, b_name
         self.graph: GateGraph | None = None
         self.child_scopes: dict[tuple[int, int], _Scope] = {}
+        self.library_cells: set[str] = set()
 
     def error(self, node: va.Node, problem: str) -> NetlistError:
         line = getattr(node, "lineno", None)
@@ -383,6 +408,40 @@ class _Elaborator:
             self.child_scopes[key] = scope
         port = scope.nets[pname]
         return scope.bit(pname, offset) if offset < port.width else self.graph.const(0)
+
+
+def _cdiv(a: int, b: int) -> int:
+    """Verilog integer division: truncates toward zero."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+def _cmod(a: int, b: int) -> int:
+    return a - b * _cdiv(a, b)
+
+
+def _cpow(a: int, b: int) -> int:
+    if b < 0 or b > 4096:
+        raise ValueError("exponent out of range")
+    return a**b
+
+
+_CONST_OPS = {
+    va.Plus: lambda a, b: a + b, va.Minus: lambda a, b: a - b, va.Times: lambda a, b: a * b,
+    va.Divide: _cdiv, va.Mod: _cmod, va.Power: _cpow,
+    va.Sll: lambda a, b: _cpow(2, b) * a, va.Sla: lambda a, b: _cpow(2, b) * a,
+    va.Srl: lambda a, b: a >> b, va.Sra: lambda a, b: a >> b,
+}
+
+
+@lru_cache(maxsize=None)
+def library_module(name: str) -> va.ModuleDef | None:
+    """The built-in library cell ``name`` (see :mod:`hwsim.cells`) as a pyverilog module, or None."""
+    text = cell_verilog(name)
+    if text is None:
+        return None
+    ast = parse_text(text, f"<axlab cell library: {name}>")
+    return next(d for d in ast.description.definitions if isinstance(d, va.ModuleDef))
 
 
 def _extend(bits: list[int], width: int) -> list[int]:
@@ -443,6 +502,17 @@ def _find_port(dirs: dict[str, str], want: str, direction: str) -> str | None:
     return None
 
 
+def find_ports(dirs: dict[str, str]) -> tuple[str | None, str | None, str | None]:
+    """Names of the operand inputs (A, B, any case) and the product output: O (any case), or
+    else the one output the module has (e.g. Z or P); None where missing or ambiguous."""
+    a, b, o = _find_port(dirs, "A", "input"), _find_port(dirs, "B", "input"), _find_port(dirs, "O", "output")
+    if o is None:
+        outs = [n for n, d in dirs.items() if d == "output"]
+        if len(outs) == 1:
+            o = outs[0]
+    return a, b, o
+
+
 def parse_netlist(info: NetlistInfo) -> ParsedNetlist:
     """Elaborate a netlist's top module into a gate graph (operands A, B; product O)."""
     where = str(info.path)
@@ -457,10 +527,11 @@ def parse_netlist(info: NetlistInfo) -> ParsedNetlist:
         raise NetlistError(where, f"module {info.module} not found")
     top = modules[info.module]
     dirs = _port_dirs(top)
-    a, b, o = _find_port(dirs, "A", "input"), _find_port(dirs, "B", "input"), _find_port(dirs, "O", "output")
+    a, b, o = find_ports(dirs)
     if not (a and b and o):
         have = ", ".join(f"{d} {n}" for n, d in dirs.items()) or "none"
-        raise NetlistError(where, f"module {info.module} has no A/B/O ports (inputs A, B; output O); ports: {have}")
+        raise NetlistError(where, f"module {info.module} has no A/B/O ports (inputs A, B; output O, or a "
+                                  f"single output of another name); ports: {have}")
     elab = _Elaborator(where, modules, a, b)
     graph = elab.graph = GateGraph(0, 0)
     scope = _Scope(elab, top, info.module, None)
@@ -474,4 +545,4 @@ def parse_netlist(info: NetlistInfo) -> ParsedNetlist:
         raise NetlistError(where, "netlist too deep to elaborate (logic depth over the recursion limit)") from None
     finally:
         sys.setrecursionlimit(old_limit)
-    return ParsedNetlist(graph, info.module, bits_a, bits_b, bits_o)
+    return ParsedNetlist(graph, info.module, bits_a, bits_b, bits_o, (a, b, o), tuple(sorted(elab.library_cells)))

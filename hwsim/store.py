@@ -7,6 +7,13 @@ does not load, or whose checksum or key does not match, is deleted and rebuilt.
 
 Building a LUT always evaluates the gate graph too: with ``--sim verilator``/``icarus`` the
 RTL result must equal the gate evaluator on every operand pair or the build fails.
+
+Netlists that instantiate built-in library cells (``AND2X1``, ``HAX1`` ... see
+:mod:`hwsim.cells`) or name their ports differently (product ``Z``) are simulated from
+:func:`simulation_info`: the file's text plus the cells' Verilog and a port adapter.
+
+Batches: with ``errors=[]`` :func:`build_luts` goes on past a bad netlist, records one
+:class:`Failure` for it (nothing cached for that file) and builds the others.
 """
 from __future__ import annotations
 
@@ -14,6 +21,8 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -22,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from hwsim.builtin import builtin_names, builtin_path
+from hwsim.cells import CELLS_VERSION, cell_library_verilog, undefined_cells
 from hwsim.cost import cost_of
 from hwsim.errors import AxlabError, NetlistError
 from hwsim.gates import to_signed
@@ -48,6 +58,62 @@ class Mismatch(AxlabError):
     """RTL and gate evaluator disagree; the message lists the first differing pairs."""
 
 
+@dataclass
+class Failure:
+    """One netlist of a batch that could not be built; ``message`` is one line naming the file."""
+
+    path: Path
+    message: str
+
+
+def failure_line(path: Path | str, exc: BaseException) -> str:
+    """One line naming the file: the error's first line, prefixed with the path if it lacks it."""
+    text = str(exc).strip()
+    lines = text.splitlines() or [exc.__class__.__name__]
+    first = lines[0].strip()
+    if str(path) not in first:
+        first = f"{path}: {first}"
+    if len(lines) > 1:
+        first += f" (+{len(lines) - 1} more lines of tool output)"
+    return first
+
+
+_ADDER_NAME_RE = re.compile(r"^(add|sub)|adder|subtract", re.IGNORECASE)
+
+
+def check_multiplier(path: Path | str, module: str, bits_a: int | None = None, bits_b: int | None = None,
+                     bits_o: int | None = None) -> None:
+    """Refuse what is not an n x m multiplier: an adder-like name, or (widths given) a product
+    width != n+m."""
+    stem = Path(path).stem
+    if _ADDER_NAME_RE.search(module) or _ADDER_NAME_RE.search(stem):
+        raise NetlistError(path, f"module {module} is named like an adder/subtractor, not a multiplier "
+                                 "(pass --allow-non-multiplier to build its LUT anyway)")
+    if bits_o is not None and bits_o != bits_a + bits_b:
+        raise NetlistError(path, f"not a multiplier: output width {bits_o} != {bits_a}+{bits_b} input bits "
+                                 f"(an adder?); pass --allow-non-multiplier to build its LUT anyway")
+
+
+def simulation_info(info: NetlistInfo, p: ParsedNetlist) -> NetlistInfo:
+    """The netlist as the RTL simulation sees it: its own text plus the Verilog of the built-in
+    library cells it instantiates and, when its ports are not named A, B, O, an adapter module
+    ``<module>__axlab_io (A, B, O)`` around it (then the simulated top)."""
+    text, module = info.text, info.module
+    if tuple(p.ports) != ("A", "B", "O"):
+        a, b, o = p.ports
+        module = f"{info.module}__axlab_io"
+        text += (f"\n// axlab: port adapter (A, B, O) for {info.module}\n"
+                 f"module {module} (A, B, O);\n  input [{p.bits_a - 1}:0] A;\n  input [{p.bits_b - 1}:0] B;\n"
+                 f"  output [{p.bits_o - 1}:0] O;\n  {info.module} u_dut (.{a}(A), .{b}(B), .{o}(O));\nendmodule\n")
+    # the textual scan also catches cells inside user cells whose outputs the product never reads
+    cells = cell_library_verilog(set(p.library_cells) | set(undefined_cells(info.text)))
+    if cells:
+        text += "\n" + cells
+    if text is info.text:
+        return info
+    return NetlistInfo(info.path, text, module, info.published, info.signed_from_name)
+
+
 def _axlab_version() -> str:
     try:
         return metadata.version("axlab")
@@ -55,9 +121,25 @@ def _axlab_version() -> str:
         return "dev"
 
 
+def _cost(info: NetlistInfo, p: ParsedNetlist) -> dict:
+    """:func:`hwsim.cost.cost_of`; a netlist using built-in library cells is handed to yosys with
+    their definitions appended (in a temporary copy), so that its estimate can be made too."""
+    cells = cell_library_verilog(set(p.library_cells) | set(undefined_cells(info.text)))
+    if not cells:
+        return cost_of(info.path, info.module, p.graph, info.published)
+    with tempfile.TemporaryDirectory(prefix="axlab-cells-") as tmp:
+        copy = Path(tmp) / info.path.name
+        copy.write_text(info.text + "\n" + cells)
+        return cost_of(copy, info.module, p.graph, info.published)
+
+
 def cache_key(info: NetlistInfo, sim: str, signed: bool) -> str:
     h = hashlib.sha256()
-    for part in (info.text, simulator_version(sim), f"signed={signed}", f"format={LUT_FORMAT_VERSION}"):
+    parts = [info.text, simulator_version(sim), f"signed={signed}", f"format={LUT_FORMAT_VERSION}"]
+    cells = undefined_cells(info.text)
+    if cells:  # the built-in cell library is part of what the LUT was built from
+        parts.append(f"cells=v{CELLS_VERSION}:{','.join(cells)}")
+    for part in parts:
         h.update(part.encode() + b"\0")
     return h.hexdigest()
 
@@ -133,35 +215,64 @@ def _remember_name(lut: Lut, key: str) -> None:
 
 def build_luts(paths: list[str | Path], sim: str = "verilator", signed: bool | None = None,
                max_pairs: int = DEFAULT_MAX_PAIRS, use_cache: bool = True, jobs: int | None = None,
-               progress: bool = False) -> list[BuildResult]:
+               progress: bool = False, errors: list[Failure] | None = None,
+               allow_non_multiplier: bool = False) -> list[BuildResult]:
     """Exhaustive LUTs for every netlist under ``paths`` (files or folders).
 
-    Every netlist is parsed and validated before anything is simulated or written, so one
-    bad file fails the whole call with nothing cached.
+    ``errors=None``: every netlist is parsed and validated before anything is simulated or
+    written, so one bad file fails the whole call (its error raised) with nothing cached.
+    ``errors=[]`` (batch mode): a bad netlist (unreadable, unparsable, not a multiplier, RTL
+    build failure, RTL/gates mismatch) is appended there as a :class:`Failure`, nothing is
+    cached for it, the others are built; the results list then holds only the good ones.
+    ``allow_non_multiplier``: skip the check that the netlist is an n x m -> n+m multiplier.
     """
     if sim not in SIMULATORS:
         raise AxlabError(f"unknown simulator '{sim}' (choose {', '.join(SIMULATORS)})")
-    files = discover(paths)
+
+    def fail(path, exc: AxlabError) -> None:
+        if errors is None:
+            raise exc
+        errors.append(Failure(Path(path), failure_line(path, exc)))
+
+    if errors is None:
+        files = discover(paths)
+    else:
+        files = []
+        for path in paths:
+            try:
+                files += [f for f in discover([path]) if f not in files]
+            except AxlabError as exc:
+                fail(path, exc)
     if not files:
+        if errors:
+            return []
         raise AxlabError(f"no Verilog netlists found under {', '.join(map(str, paths))}")
     todo: list[tuple[int, NetlistInfo, ParsedNetlist, bool, str]] = []
     results: list[BuildResult | None] = [None] * len(files)
-    infos = []
     for i, f in enumerate(files):
         t0 = time.perf_counter()
-        info = read_netlist(f)
-        sgn = _signedness(info, signed)
-        key = cache_key(info, sim, sgn)
-        infos.append(info)
-        hit = _load_cached(key) if use_cache else None
-        if hit is not None:
-            results[i] = BuildResult(hit, True, {"total": time.perf_counter() - t0})
+        try:
+            info = read_netlist(f)
+            if not allow_non_multiplier:
+                check_multiplier(f, info.module)
+            sgn = _signedness(info, signed)
+            key = cache_key(info, sim, sgn)
+            hit = _load_cached(key) if use_cache else None
+            if hit is not None:
+                if not allow_non_multiplier:
+                    check_multiplier(f, info.module, hit.bits_a, hit.bits_b, int(hit.meta.get("bits_o", 0)))
+                results[i] = BuildResult(hit, True, {"total": time.perf_counter() - t0})
+                continue
+            p = parse_netlist(info)
+            _check_widths(info, p, max_pairs)
+            if not allow_non_multiplier:
+                check_multiplier(f, info.module, p.bits_a, p.bits_b, p.bits_o)
+        except AxlabError as exc:
+            fail(f, exc)
             continue
-        p = parse_netlist(info)
-        _check_widths(info, p, max_pairs)
         todo.append((i, info, p, sgn, key))
     if not todo:
-        return results  # type: ignore[return-value]
+        return [r for r in results if r is not None]
 
     # gate evaluator (always: it is the reference the RTL is checked against)
     gate_raw, gate_time = {}, {}
@@ -179,17 +290,41 @@ def build_luts(paths: list[str | Path], sim: str = "verilator", signed: bool | N
         for item in todo:
             groups.setdefault((item[2].bits_a, item[2].bits_b, item[3]), []).append(item)
         for (ba, bb, sgn), items in groups.items():
-            t0 = time.perf_counter()
             a, b = _exhaustive_pairs(items[0][2], sgn)
-            targets = [SimTarget(info, p.bits_a, p.bits_b, p.bits_o) for _, info, p, _, _ in items]
-            outs = simulate(targets, a, b, sim=sim, jobs=jobs)
-            share = (time.perf_counter() - t0) / len(items)
-            for (i, *_), raw in zip(items, outs):
-                rtl_raw[i], rtl_time[i] = raw, share
-        for i, info, p, sgn, _ in todo:
+
+            def run(batch: list) -> None:
+                t0 = time.perf_counter()
+                targets = [SimTarget(simulation_info(info, p), p.bits_a, p.bits_b, p.bits_o)
+                           for _, info, p, _, _ in batch]
+                outs = simulate(targets, a, b, sim=sim, jobs=jobs)
+                share = (time.perf_counter() - t0) / len(batch)
+                for (i, *_), raw in zip(batch, outs):
+                    rtl_raw[i], rtl_time[i] = raw, share
+
+            try:
+                run(items)
+            except AxlabError as exc:
+                if errors is None:
+                    raise
+                if len(items) == 1:
+                    fail(items[0][1].path, exc)
+                    continue
+                for item in items:  # one bad netlist spoils a combined build: find which
+                    try:
+                        run([item])
+                    except AxlabError as exc1:
+                        fail(item[1].path, exc1)
+        kept = []
+        for item in todo:
+            i, info, p, sgn, _ = item
+            if i not in rtl_raw:
+                continue  # its simulation failed (recorded above)
             if not np.array_equal(rtl_raw[i], gate_raw[i]):
-                raise Mismatch(f"{info.path}: RTL ({sim}) and gate evaluator disagree: "
-                               f"{_first_differences(p, sgn, rtl_raw[i], gate_raw[i])}")
+                fail(info.path, Mismatch(f"{info.path}: RTL ({sim}) and gate evaluator disagree: "
+                                         f"{_first_differences(p, sgn, rtl_raw[i], gate_raw[i])}"))
+                continue
+            kept.append(item)
+        todo = kept
 
     version = simulator_version(sim)
     for i, info, p, sgn, key in todo:
@@ -198,11 +333,12 @@ def build_luts(paths: list[str | Path], sim: str = "verilator", signed: bool | N
         lut = Lut(info.module, _table(raw, p, sgn), p.bits_a, p.bits_b, sgn)
         metrics = error_metrics(lut)
         checks = compare_with_header(metrics, info.published, p.bits_a + p.bits_b)
-        cost = cost_of(info.path, info.module, p.graph, info.published)
+        cost = _cost(info, p)
         lut.meta.update({
             "bits_o": p.bits_o,
             "metrics": metrics,
-            "published": {k: {"value": v.value, "text": v.text} for k, v in info.published.items()},
+            "published": {k: dict({"value": v.value, "text": v.text}, **({"legacy": True} if v.legacy else {}))
+                          for k, v in info.published.items()},
             "header_match": all(c.ok for c in checks) if checks else None,
             "cost": cost,
             "gates": p.graph.gate_counts(),
@@ -211,6 +347,8 @@ def build_luts(paths: list[str | Path], sim: str = "verilator", signed: bool | N
                 "netlist_path": str(info.path), "netlist_sha256": info.sha256, "module": info.module,
                 "simulator": sim, "simulator_version": version, "verified_against_gates": sim != "gates",
                 "axlab": _axlab_version(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                **({"library_cells": list(p.library_cells)} if p.library_cells else {}),
+                **({"ports": list(p.ports)} if tuple(p.ports) != ("A", "B", "O") else {}),
             },
         })
         if use_cache:
@@ -218,19 +356,23 @@ def build_luts(paths: list[str | Path], sim: str = "verilator", signed: bool | N
             _remember_name(lut, key)
         results[i] = BuildResult(lut, False, {"gates": gate_time[i], "rtl": rtl_time.get(i, 0.0),
                                              "characterise": time.perf_counter() - t0})
-    return results  # type: ignore[return-value]
+    return [r for r in results if r is not None]
 
 
 def sample_netlist(path: str | Path, n: int, sim: str = "verilator", signed: bool | None = None,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, allow_non_multiplier: bool = False) -> dict:
     """Sampled mode for wide multipliers: N seeded random operand pairs through RTL and gates.
 
     Returns {'a', 'b' (int64 operand values), 'product' (int64), 'metrics' (estimated from
     the sample, same definitions as the exhaustive ones), 'mismatches' (RTL vs gates)}.
     """
     info = read_netlist(path)
+    if not allow_non_multiplier:
+        check_multiplier(info.path, info.module)
     sgn = _signedness(info, signed)
     p = parse_netlist(info)
+    if not allow_non_multiplier:
+        check_multiplier(info.path, info.module, p.bits_a, p.bits_b, p.bits_o)
     rng = np.random.default_rng(seed)
     a = rng.integers(0, 2**p.bits_a, n, dtype=np.uint64)
     b = rng.integers(0, 2**p.bits_b, n, dtype=np.uint64)
@@ -239,7 +381,7 @@ def sample_netlist(path: str | Path, n: int, sim: str = "verilator", signed: boo
     if sim != "gates":
         from hwsim.rtlsim import SimTarget, simulate
 
-        rtl = simulate([SimTarget(info, p.bits_a, p.bits_b, p.bits_o)], a, b, sim=sim, jobs=1)[0]
+        rtl = simulate([SimTarget(simulation_info(info, p), p.bits_a, p.bits_b, p.bits_o)], a, b, sim=sim, jobs=1)[0]
         mismatches = int(np.count_nonzero(rtl != gates))
     va, vb = to_signed(a, p.bits_a, sgn), to_signed(b, p.bits_b, sgn)
     prod = to_signed(gates, p.bits_o, sgn)
