@@ -88,7 +88,7 @@ def _heatmap(mat: np.ndarray, rows: list[str], cols: list[str], path: Path, titl
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(cols), 1.2 + 0.6 * len(rows)))
+    fig, ax = plt.subplots(figsize=(2.6 + 1.3 * len(cols), 2.4 + 0.6 * len(rows)))
     im = ax.imshow(np.nan_to_num(mat * 100, nan=0.0), vmin=0, vmax=100, cmap="viridis",
                    aspect="auto")
     ax.set_xticks(range(len(cols)), [_short(c) for c in cols], rotation=30, ha="right")

@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="run a flow file (YAML): LUTs -> train -> DSE -> attacks -> report")
     r.add_argument("flow", help="flow file, e.g. flows/quickstart.yaml")
     r.add_argument("--out", default=None, help="run folder (default runs/<flow name>)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="override a flow-file key (dotted path, YAML value), e.g. dse.generations=2; repeatable")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)
 
@@ -66,11 +68,11 @@ def cmd_dse(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from flows.flow import FlowRunner, load_flow
+    from flows.flow import load_flow, make_runner
 
-    flow = load_flow(args.flow)
+    flow = load_flow(args.flow, args.sets)
     out = Path(args.out) if args.out else Path("runs") / flow["name"]
-    FlowRunner(flow, out, progress=not args.no_progress).run()
+    make_runner(flow, out, progress=not args.no_progress).run()
     print(f"flow {flow['name']} done: {out / 'report.md'}")
     return 0
 

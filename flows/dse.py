@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import json
+import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -97,9 +99,24 @@ def evaluate_design(ctx: dict[str, Any], genes: list[int]) -> tuple[dict[str, An
 
 
 # ----------------------------------------------------------------------------- executors
+def _limit_threads(n: int) -> None:
+    """Worker initializer: n compute threads per worker, so workers x threads <= cores (spinning
+    thread pools of torch and numba slow down many times over when oversubscribed)."""
+    import numba
+    import torch
+
+    torch.set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
 class _LocalExecutor:
     def __init__(self, workers: int) -> None:
-        self.pool = ProcessPoolExecutor(workers) if workers > 1 else None
+        # spawn, not fork: a forked child of a process running torch/numba thread pools can
+        # deadlock on a lock held by one of those threads at fork time
+        ctx = multiprocessing.get_context("spawn")
+        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+        self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_limit_threads,
+                                        initargs=(threads,)) if workers > 1 else None
 
     def map_unordered(self, ctx, genes_list):
         if self.pool is None:

@@ -5,7 +5,11 @@ user would type (written to ``<out>/commands.sh`` so any step can be rerun by ha
 stage whose outputs exist is skipped, so an interrupted ``axlab run`` resumes. Stages:
 
 ``luts`` (multiplier set) -> ``train`` -> ``eval`` -> ``dse`` -> ``attacks`` (FpNN, QNN and
-chosen Pareto designs) -> ``transfer`` -> ``detect`` -> ``report``.
+chosen Pareto designs) -> ``transfer`` -> ``detect`` -> ``export`` -> ``report``.
+
+A flow file with ``kind: thesis`` runs the experiments of the reference study instead
+(:mod:`flows.thesis_flow`). ``axlab run FLOW --set KEY=VALUE`` overrides any key (dotted path,
+YAML value), which is how the size knobs are turned down for a quick run.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from hwsim.errors import AxlabError
 
 # key -> (type, default); a nested dict spec is a sub-section
 SCHEMA: dict[str, Any] = {
+    "kind": (str, "pipeline"),
     "name": (str, "flow"),
     "seed": (int, 0),
     "dataset": (str, "digits"),
@@ -32,9 +37,10 @@ SCHEMA: dict[str, Any] = {
             "pop_size": (int, 16), "generations": (int, 6), "val_images": (int, 300), "probe_images": (int, 12),
             "attack": (str, "square"), "attack_params": (dict, {"n_queries": 100, "eps": 16 / 255}),
             "workers": (int, 2), "executor": (str, "local"), "scheduler": (str, None)},
-    "attacks": {"designs": (int, 2), "n": (int, 20), "list": (list, [{"attack": "pgd"}])},
+    "attacks": {"designs": (int, 2), "n": (int, 20), "list": (list, [{"attack": "pgd"}]), "batch": (int, 10)},
     "transfer": {"attack": (str, "pgd")},
     "detect": {"attack": (str, "pgd"), "n_clean": (int, 100)},
+    "export": {"images": (int, 20), "verify": (bool, True), "max_acc_loss": ((int, float), 1.0)},
     "report": {"title": (str, None)},
 }
 
@@ -70,7 +76,28 @@ def validate(data: Any, where: str, schema: dict[str, Any] = SCHEMA, prefix: str
     return out
 
 
-def load_flow(path: str | Path) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], sets: list[str], where: str) -> dict[str, Any]:
+    """Apply ``KEY=VALUE`` overrides (dotted keys, YAML values) to the raw flow mapping."""
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise AxlabError(f"--set {item!r}: expected KEY=VALUE, e.g. dse.generations=2")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise AxlabError(f"--set {item!r}: value is not valid YAML") from None
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+def load_flow(path: str | Path, sets: list[str] | None = None) -> dict[str, Any]:
+    """Read, override and validate a flow file; the result carries its ``kind`` and path."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -80,21 +107,39 @@ def load_flow(path: str | Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise AxlabError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
-    return validate(data or {}, str(path))
+    data = apply_overrides(data or {}, sets or [], str(path))
+    kind = data.get("kind", "pipeline") if isinstance(data, dict) else "pipeline"
+    if kind == "thesis":
+        from flows.thesis_flow import THESIS_SCHEMA
+
+        flow = validate(data, str(path), THESIS_SCHEMA)
+    elif kind == "pipeline":
+        flow = validate(data, str(path))
+    else:
+        raise AxlabError(f"{path}: kind: expected pipeline or thesis, got {kind!r}")
+    flow["_path"] = str(path)
+    return flow
 
 
-class FlowRunner:
-    """Runs the stages of a validated flow into ``out``; each stage is resumable."""
+def make_runner(flow: dict[str, Any], out: Path, progress: bool = True) -> "StagedRunner":
+    if flow["kind"] == "thesis":
+        from flows.thesis_flow import ThesisRunner
+
+        return ThesisRunner(flow, out, progress)
+    return FlowRunner(flow, out, progress)
+
+
+class StagedRunner:
+    """Runs named stages into ``out`` as axlab commands; finished stages are skipped on rerun."""
+
+    STAGES: tuple[str, ...] = ()
 
     def __init__(self, flow: dict[str, Any], out: Path, progress: bool = True) -> None:
         self.flow, self.out, self.progress = flow, Path(out), progress
         self.out.mkdir(parents=True, exist_ok=True)
         self.state_path = self.out / "flow_state.json"
         self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
-        self.model = str(self.out / "model.axm") if not flow["train"] or not flow["train"]["path"] \
-            else flow["train"]["path"]
 
-    # -- helpers ------------------------------------------------------------------------------
     def axlab(self, *args: str, stdout: Path | None = None) -> None:
         """Run an axlab command in-process, logging its command line to commands.sh."""
         import contextlib
@@ -110,7 +155,9 @@ class FlowRunner:
         with contextlib.redirect_stdout(buf) if stdout else contextlib.nullcontext():
             rc = main(list(args))
         if stdout:
-            stdout.write_text(buf.getvalue())
+            tmp = stdout.with_name(stdout.name + ".tmp")
+            tmp.write_text(buf.getvalue())
+            tmp.replace(stdout)
         if rc:
             raise AxlabError(f"flow stage failed: {line} (exit {rc})")
 
@@ -120,10 +167,8 @@ class FlowRunner:
         tmp.write_text(json.dumps(self.state, indent=1))
         tmp.replace(self.state_path)
 
-    # -- stages -------------------------------------------------------------------------------
     def run(self) -> Path:
-        t0 = time.perf_counter()
-        for stage in ("luts", "train", "eval", "dse", "attacks", "transfer", "detect", "report"):
+        for stage in self.STAGES:
             if self.flow.get(stage) is None:
                 continue
             if stage in self.state and stage != "report":
@@ -133,9 +178,21 @@ class FlowRunner:
             getattr(self, f"stage_{stage}")(self.flow[stage])
             self.state.setdefault("seconds", {})[stage] = round(time.perf_counter() - t, 1)
             self.done(stage, self.state.get(stage, True))
-        self.state["total_seconds"] = round(time.perf_counter() - t0, 1)
+        # sum of stage times, so a resumed run reports the whole flow, not only its last part
+        self.state["total_seconds"] = round(sum(self.state.get("seconds", {}).values()), 1)
         self.done("report", True)
         return self.out
+
+
+class FlowRunner(StagedRunner):
+    """The pipeline flow (quickstart): one model, its DSE, attacks on the chosen designs."""
+
+    STAGES = ("luts", "train", "eval", "dse", "attacks", "transfer", "detect", "export", "report")
+
+    def __init__(self, flow: dict[str, Any], out: Path, progress: bool = True) -> None:
+        super().__init__(flow, out, progress)
+        self.model = str(self.out / "model.axm") if not flow["train"] or not flow["train"]["path"] \
+            else flow["train"]["path"]
 
     def multipliers(self) -> list[str]:
         from flows.dse import expand_multipliers
@@ -203,7 +260,8 @@ class FlowRunner:
                 params = [f"{k}={v}" for k, v in item.items()]
                 args = ["attack", "--model", self.model, *impl_args, "--attack", name, "--dataset",
                         self.flow["dataset"], "--n", n, "--seed", str(self.flow["seed"]), "--backend",
-                        self.flow["backend"], "--out", str(d / f"{label}_{name}.jsonl"), "--json", "--no-progress"]
+                        self.flow["backend"], "--batch", str(cfg["batch"]), "--out", str(d / f"{label}_{name}.jsonl"),
+                        "--json", "--no-progress"]
                 if params:
                     args += ["--param", *params]
                 self.axlab(*args, stdout=d / f"{label}_{name}.summary.json")
@@ -233,6 +291,25 @@ class FlowRunner:
             args += ["--spec", self._specs(1)[2]]
         self.axlab(*args, "--clean", self.flow["dataset"], "--n-clean", str(cfg["n_clean"]), "--adv", str(adv),
                    "--out", str(self.out / "detect"), "--seed", str(self.flow["seed"]), "--no-progress")
+
+    def best_design(self, max_acc_loss: float) -> str | None:
+        """The smallest-area Pareto design within ``max_acc_loss`` pp of the QNN (else the most accurate)."""
+        pareto_file = self.out / "dse" / "pareto.json"
+        if not pareto_file.exists():
+            return None
+        pareto = json.loads(pareto_file.read_text())["pareto"]
+        ok = [p for p in pareto if p["acc_loss"] <= max_acc_loss]
+        best = min(ok, key=lambda p: (p["area_um2"], p["acc_loss"])) if ok else \
+            min(pareto, key=lambda p: (p["acc_loss"], p["area_um2"]))
+        return str(self.out / "dse" / best["design"])
+
+    def stage_export(self, cfg: dict[str, Any]) -> None:
+        design = self.best_design(cfg["max_acc_loss"])
+        if design is None:
+            return
+        args = ["export", "--model", self.model, "--design", design, "--out", str(self.out / "export"),
+                "--images", str(cfg["images"])] + (["--verify"] if cfg["verify"] else [])
+        self.axlab(*args, stdout=self.out / "export.log")
 
     def stage_report(self, cfg: dict[str, Any]) -> None:
         from flows.report import write_report

@@ -24,15 +24,14 @@ SMALL = {"dataset": "digits", "multipliers": ["mul8s_bi_exact", "mul8s_bi_ba2_5"
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """A private cache with the four LUTs built, and a small QAT MinNet."""
-    root = tmp_path_factory.mktemp("dse")
-    os.environ["AXLAB_CACHE"] = str(root / "cache")
+    """The small QAT MinNet of the nn tests (trained once per session) saved to a file."""
     from nn.api import save_model
-    from nn.train import train
+    from tests.nn_fixtures import minnet_qat
 
+    root = tmp_path_factory.mktemp("dse")
     model = root / "minnet.axm"
-    save_model(train("minnet", "digits", epochs=2, qat=True, seed=0), model)
-    return {"root": root, "model": str(model), "cache": str(root / "cache")}
+    save_model(minnet_qat(), model)
+    return {"root": root, "model": str(model)}
 
 
 def _front(result_dir: Path) -> list[tuple]:
@@ -71,7 +70,7 @@ def test_killed_dse_resumes_to_the_same_front_without_repeating(env):
         test_dse_writes_outputs_and_is_deterministic(env)
     out = env["root"] / "killed"
     cmd = _dse_cmd(env, out)
-    penv = dict(os.environ, AXLAB_CACHE=env["cache"], PYTHONPATH=str(REPO))
+    penv = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(cmd, env=penv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     db = out / "evals.sqlite"
     deadline = time.time() + 300
