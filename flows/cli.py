@@ -13,7 +13,7 @@ import sys
 from hwsim.errors import AxlabError
 
 # command modules, in the order their groups appear in --help
-COMMAND_MODULES = ["flows.cmd_lut", "flows.cmd_nn", "flows.cmd_attacks", "flows.cmd_flows"]
+COMMAND_MODULES = ["flows.cmd_lut", "flows.cmd_nn", "flows.cmd_attacks", "flows.cmd_flows", "flows.cmd_export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

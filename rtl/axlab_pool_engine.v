@@ -1,0 +1,88 @@
+// axlab pooling engine (Verilog-2005, synthesizable): max pooling (AVG = 0) or average
+// pooling / global average pooling (AVG = 1) on int8 codes of a CHW tensor.
+//   max: out = max over the window's in-bounds codes (zero padding is skipped, like -inf)
+//   avg: out = floor((2*sum + CNT) / (2*CNT)), CNT = KH*KW (round half up of the mean)
+// One RAM read per clock, one write clock per output.
+module axlab_pool_engine #(
+    parameter integer C = 1, H = 2, W = 2, HO = 1, WO = 1,
+    parameter integer KH = 2, KW = 2, SH = 2, SW = 2, PH = 0, PW = 0,
+    parameter integer AVG = 0,
+    parameter integer AW = 16,
+    parameter integer IN_BASE = 0, OUT_BASE = 0
+) (
+    input  wire          clk,
+    input  wire          rst,
+    input  wire          start,
+    output reg           done,
+    output wire [AW-1:0] raddr,
+    input  wire [7:0]    rdata,
+    output reg           we,
+    output reg  [AW-1:0] waddr,
+    output reg  [7:0]    wdata
+);
+  localparam [1:0] S_IDLE = 2'd0, S_ACC = 2'd1, S_WR = 2'd2;
+  localparam integer CNT = KH * KW;
+  localparam signed [31:0] DEN = 2 * CNT;
+  reg [1:0]  state;
+  reg [15:0] c, oy, ox, ky, kx;
+  reg signed [7:0]  mx;
+  reg signed [31:0] sum;
+
+  wire signed [31:0] oy_s = {16'd0, oy};
+  wire signed [31:0] ox_s = {16'd0, ox};
+  wire signed [31:0] iy = oy_s * SH + $signed({16'd0, ky}) - PH;
+  wire signed [31:0] ix = ox_s * SW + $signed({16'd0, kx}) - PW;
+  wire inb = (iy >= 0) && (iy < H) && (ix >= 0) && (ix < W);
+  wire signed [31:0] in_addr = IN_BASE + ($signed({16'd0, c}) * H + iy) * W + ix;
+  assign raddr = inb ? in_addr[AW-1:0] : IN_BASE[AW-1:0];
+  wire signed [7:0] x = rdata;
+
+  wire signed [31:0] num = 2 * sum + CNT;
+  wire signed [31:0] q0 = num / DEN;
+  wire signed [31:0] avg = (num < 0 && q0 * DEN != num) ? q0 - 1 : q0;
+  wire [31:0] out_addr = OUT_BASE + ({16'd0, c} * HO + {16'd0, oy}) * WO + {16'd0, ox};
+
+  always @(posedge clk) begin
+    done <= 1'b0;
+    we <= 1'b0;
+    if (rst) state <= S_IDLE;
+    else case (state)
+      S_IDLE: if (start) begin
+        state <= S_ACC;
+        c <= 0; oy <= 0; ox <= 0; ky <= 0; kx <= 0; mx <= -8'sd128; sum <= 0;
+      end
+      S_ACC: begin
+        if (inb) begin
+          if (x > mx) mx <= x;
+          sum <= sum + x;
+        end
+        if (kx == KW - 1) begin
+          kx <= 0;
+          if (ky == KH - 1) begin
+            ky <= 0;
+            state <= S_WR;
+          end else ky <= ky + 1;
+        end else kx <= kx + 1;
+      end
+      S_WR: begin
+        we <= 1'b1;
+        waddr <= out_addr[AW-1:0];
+        wdata <= AVG ? avg[7:0] : mx;
+        mx <= -8'sd128;
+        sum <= 0;
+        state <= S_ACC;
+        if (ox == WO - 1) begin
+          ox <= 0;
+          if (oy == HO - 1) begin
+            oy <= 0;
+            if (c == C - 1) begin
+              state <= S_IDLE;
+              done <= 1'b1;
+            end else c <= c + 1;
+          end else oy <= oy + 1;
+        end else ox <= ox + 1;
+      end
+      default: state <= S_IDLE;
+    endcase
+  end
+endmodule
