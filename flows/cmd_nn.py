@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch", type=int, default=32)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=None,
+                   help="torch threads while training (default: 1 for minnet, whose batch-32 steps are too "
+                        "small to gain from more; all cores otherwise)")
     t.add_argument("--out", required=True, help="model file to write (safetensors)")
     t.set_defaults(func=_train)
 
@@ -41,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     e.add_argument("--json", action="store_true", help="print a JSON object")
     e.add_argument("--logits", help="save the raw output tensor (.npy; int codes for q/ax)")
+    e.add_argument("--agreement", action="store_true",
+                   help="impl q: also report the QNN's agreement with the fake-quant network (fq_agreement)")
     e.set_defaults(func=_eval)
 
     d = sub.add_parser("design", help="write a design.json assigning multipliers to layers")
@@ -62,29 +67,35 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from nn.api import load_dataset, load_implementation, save_model
+    from nn.api import fq_agreement, load_dataset, load_implementation, save_model
     from nn.train import train
 
     t0 = time.time()
     bundle = train(args.model, args.dataset, args.epochs, qat=args.qat, seed=args.seed,
-                   qat_epochs=args.qat_epochs, batch=args.batch, lr=args.lr)
+                   qat_epochs=args.qat_epochs, batch=args.batch, lr=args.lr,
+                   threads=args.threads if args.threads is not None else (1 if args.model == "minnet" else None))
     x, y = load_dataset(args.dataset, "test")
     accs = {}
     for impl in ("fp", "q"):
         accs[impl] = float((load_implementation(bundle, impl, backend="numba").logits(x).argmax(1) == y).mean())
-    bundle.meta.update({f"test_acc_{k}": v for k, v in accs.items()}, train_seconds=round(time.time() - t0, 1))
+    agree = fq_agreement(bundle, x)
+    bundle.meta.update({f"test_acc_{k}": v for k, v in accs.items()}, train_seconds=round(time.time() - t0, 1),
+                       test_fq_agreement=agree["top1"])
     save_model(bundle, args.out)
     print(f"{args.out}: {args.model} on {args.dataset}, {args.epochs} epochs{' (QAT)' if bundle.meta['qat'] else ''}, "
-          f"test accuracy fp {accs['fp']:.4f}, QNN {accs['q']:.4f}, {time.time() - t0:.1f} s, "
-          f"sha256 {bundle.sha256[:16]}")
+          f"test accuracy fp {accs['fp']:.4f}, QNN {accs['q']:.4f}, QNN/fake-quant agreement {agree['top1']:.4f} "
+          f"(output codes {agree['codes']:.4f}), {time.time() - t0:.1f} s, sha256 {bundle.sha256[:16]}")
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from nn.api import load_dataset, load_implementation, load_model
+    from hwsim.errors import AxlabError
+    from nn.api import fq_agreement, load_dataset, load_implementation, load_model
 
+    if args.agreement and args.impl != "q":
+        raise AxlabError(f"--agreement compares the QNN with fake quant: it needs --impl q, not {args.impl}")
     bundle = load_model(args.model)
     ds = args.dataset or bundle.dataset
     x, y = load_dataset(ds, args.split)
@@ -103,11 +114,15 @@ def _eval(args: argparse.Namespace) -> int:
            "images_per_s": round(len(y) / dt, 1) if dt > 0 else None}
     if impl.engine is not None:
         res["layers"] = impl.engine.describe()
+    if args.agreement:
+        agree = fq_agreement(bundle, x, backend=args.backend)
+        res["fq_agreement"], res["fq_code_agreement"] = agree["top1"], agree["codes"]
     if args.json:
         json.dump(res, sys.stdout)
         print()
     else:
-        print(f"{impl.name} [{args.backend}] on {ds}/{args.split}: accuracy {acc:.4f} ({len(y)} images, {dt:.2f} s)")
+        print(f"{impl.name} [{args.backend}] on {ds}/{args.split}: accuracy {acc:.4f} ({len(y)} images, {dt:.2f} s)"
+              + (f", QNN/fake-quant agreement {res['fq_agreement']:.4f}" if args.agreement else ""))
     return 0
 
 

@@ -22,7 +22,7 @@ from nn.quant import GraphModule
 
 __all__ = ["load_dataset", "load_model", "save_model", "ModelBundle", "approximable_layers",
            "load_implementation", "Implementation", "write_design", "read_design", "resolve_multiplier",
-           "make_design"]
+           "make_design", "fq_agreement"]
 
 IMPLS = ("fp", "q", "ax")
 
@@ -82,6 +82,26 @@ class Implementation:
 
     def __repr__(self) -> str:
         return f"Implementation({self.name!r}, backend={self.backend!r})"
+
+
+def fq_agreement(bundle: ModelBundle, x: np.ndarray, backend: str = "numba", batch: int = 256) -> dict[str, float]:
+    """How closely the integer-only QNN follows the fake-quant network it was derived from.
+
+    ``top1``: fraction of images whose predicted class agrees; ``codes``: fraction of output
+    codes that are equal (fake-quant logits requantised to the output grid, float64).
+    """
+    x = _check_images(x, bundle)
+    q = Implementation(bundle, "q", backend, None, "q", batch=batch).logits(x)
+    fq = GraphModule(bundle.qat_graph(), "fq", qparams=bundle.qparams).double().eval()
+    s, zp = bundle.qparams.act[bundle.graph.quant_source(bundle.graph.output)]
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            outs.append(fq(torch.from_numpy(x[i:i + batch]).double() / 255.0).numpy())
+    f = np.clip(np.round(np.concatenate(outs) / s) + zp, -128, 127) if outs else np.zeros_like(q, dtype=np.float64)
+    if not len(x):
+        return {"top1": float("nan"), "codes": float("nan")}
+    return {"top1": float((q.argmax(1) == f.argmax(1)).mean()), "codes": float((q == f).mean())}
 
 
 def _check_images(x: np.ndarray, bundle: ModelBundle) -> np.ndarray:

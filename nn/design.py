@@ -113,6 +113,9 @@ def read_design(design: str | Path | dict[str, Any], bundle: Any) -> list[Lut]:
                 except AxlabError:
                     if spec == e["multiplier"]:
                         raise
+        if "signed" in e and bool(e["signed"]) != bool(lut.signed):
+            raise AxlabError(f"layer {ly}: design expects a {'signed' if e['signed'] else 'unsigned'} multiplier "
+                             f"but {e['multiplier']} is {'signed' if lut.signed else 'unsigned'}: signedness mismatch")
         want = e.get("lut_sha256")
         if want and lut.sha256 != want:
             raise AxlabError(f"layer {ly}: multiplier {e['multiplier']} resolves to a LUT with sha256 "

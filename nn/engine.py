@@ -1,7 +1,10 @@
 """Integer-only inference (the QNN) and approximate inference (the AxNN).
 
-Activations travel as int8 codes held in float32 torch tensors (exact small integers; this
-lets max pooling and flattening run as ordinary torch ops). For each conv/dense layer:
+Activations travel *centred*, as ``q - zp`` (int8 code minus the zero point of the tensor's
+quantisation) held in float32 torch tensors: exact small integers in [-255, 255], so max
+pooling, ReLU (clamp at 0) and flattening run as ordinary torch ops, a convolution's zero
+padding is the zero-point code, and the QNN feeds them to the float convolution without a
+shift. ``run_codes`` adds the output zero point back. For each conv/dense layer:
 
     acc[co, p] = sum_k (a_k - za) * w_k[co]  + bias_q[co]           (QNN, exact)
     acc[co, p] = sum_k LUT[a_op, w_op]  - za_op*sum_k w_op - zw_op*sum_k a_op
@@ -80,6 +83,15 @@ def check_lut(lut: Lut, layer: str) -> None:
                          f"but layer {layer} multiplies 8-bit activation codes by 8-bit weight codes (needs 256x256)")
     if not isinstance(lut.signed, (bool, np.bool_)):
         raise AxlabError(f"multiplier {lut.name}: signedness {lut.signed!r} is not a bool")
+    # a LUT declared signed whose entries are (much) closer to unsigned products, or the
+    # reverse, was built or labelled with the wrong operand coding
+    t = lut.table.astype(np.int64)
+    own = np.abs(t - exact_table(8, 8, bool(lut.signed))).mean()
+    other = np.abs(t - exact_table(8, 8, not lut.signed)).mean()
+    if other * 4 < own:
+        kind, okind = ("signed", "unsigned") if lut.signed else ("unsigned", "signed")
+        raise AxlabError(f"multiplier {lut.name} is declared {kind} but its LUT holds {okind} products "
+                         f"(mean |error| {own:.0f} as {kind}, {other:.0f} as {okind}): signedness mismatch")
 
 
 @dataclass
@@ -179,19 +191,19 @@ class ConvMac:
         self.zc = 0
 
     def expand(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) codes -> (N, c_pad, H, W) float operands."""
+        """(N, C, H, W) centred activations (code - za) -> (N, c_pad, H, W) float operands."""
         n, c, h, w = x.shape
         if self.R == 0 and self.c_pad == c:
-            return (x - self.L.za).to(self.dtype)
+            return x if x.dtype == self.dtype else x.to(self.dtype)
         if self.use_numba and self.dtype == torch.float32:
             from nn import kernels_cpu
 
-            out = torch.zeros((n, self.c_pad, h, w), dtype=torch.float32)
-            kernels_cpu.expand(x.reshape(n, c, h * w).numpy(), np.float32(self.L.za), self.tabs,
+            out = torch.empty((n, self.c_pad, h, w), dtype=torch.float32)
+            kernels_cpu.expand(x.reshape(n, c, h * w).numpy(), self.L.za + 128, self.tabs,
                                out.view(n, self.c_pad, h * w).numpy())
             return out
-        parts = [(x - self.L.za).to(self.dtype)]
-        idx = (x + 128).long()
+        parts = [x.to(self.dtype)]
+        idx = (x + (self.L.za + 128)).long()
         for r in range(self.R):
             parts.append(self.tabs_t[r][idx])
         if self.c_pad > (1 + self.R) * c:
@@ -227,8 +239,9 @@ class _GatherBase:
         self.pad_val = float(L.za + 128)
 
     def padded_idx(self, x: torch.Tensor) -> torch.Tensor:
+        """Centred activations -> uint8 operand indices (code + 128), padded with the zero point."""
         ph, pw = self.L.padding
-        xi = x + 128
+        xi = x + self.pad_val
         if ph or pw:
             xi = F.pad(xi, (pw, pw, ph, ph), value=self.pad_val)
         return xi.to(torch.uint8)
@@ -269,17 +282,36 @@ class TorchGather(_GatherBase):
 
 
 class NumbaGather(_GatherBase):
-    """CPU gather kernel (numba, parallel)."""
+    """CPU gather kernels (numba, parallel).
+
+    Two kernels with identical results: ``gather_conv_tab`` adds rows of per-layer expanded
+    tables (tabs[k, a, :] = LUT[a, w_idx[k, :]], K x 256 x Co int32, built on first use) and
+    is used when a call has at least ``min_pixels_tab`` output pixels (so every tile reuses
+    the tables) and the tables fit in ``max_tab_bytes``; ``gather_conv`` (scalar lookups in
+    the 256 x 256 LUT) otherwise, e.g. for dense layers on small batches.
+    """
 
     kind = "gather-numba"
+    min_pixels_tab = 1024
+    max_tab_bytes = 64 << 20
 
     def __init__(self, L: LayerQ, lut: Lut) -> None:
         super().__init__(L, lut)
         co = self.widx.shape[0]
         self.wk = np.ascontiguousarray(self.widx.reshape(co, -1).T.astype(np.uint8))  # (K, Co)
+        self.tabs: np.ndarray | None = None
         self.lookups = 0
+        self.last_kernel = ""
+
+    def _tables(self) -> np.ndarray | None:
+        if self.tabs is None and self.wk.size * 256 * 4 <= self.max_tab_bytes:
+            # (K, 256, Co): column w_idx[k, co] of the LUT, for every operand index a
+            self.tabs = np.ascontiguousarray(self.table[:, self.wk.astype(np.int64)].transpose(1, 0, 2))
+        return self.tabs
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from numba import get_num_threads
+
         from nn import kernels_cpu
 
         n, c, h, w = x.shape
@@ -289,8 +321,18 @@ class NumbaGather(_GatherBase):
         acc = np.empty((n, co, ho * wo), dtype=np.int32)
         sidx = np.empty((n, ho * wo), dtype=np.int32)
         kh, kw = self.L.w.shape[2:]
-        kernels_cpu.gather_conv(xi, self.wk, self.table, kh, kw, self.L.stride[0], self.L.stride[1],
-                                ho, wo, acc, sidx)
+        total = n * ho * wo
+        tabs = self._tables() if total >= self.min_pixels_tab else None
+        if tabs is not None:
+            # tiles of 512..4096 pixels, at least two per thread when the call is big enough
+            tile = int(min(4096, max(512, total // (2 * get_num_threads()))))
+            kernels_cpu.gather_conv_tab(xi, tabs, kh, kw, self.L.stride[0], self.L.stride[1], ho, wo, tile,
+                                        acc, sidx)
+            self.last_kernel = "tab"
+        else:
+            kernels_cpu.gather_conv(xi, self.wk, self.table, kh, kw, self.L.stride[0], self.L.stride[1],
+                                    ho, wo, acc, sidx)
+            self.last_kernel = "lut"
         self.lookups += n * ho * wo * self.wk.size
         return torch.from_numpy(acc).reshape(n, 1, co, ho * wo), torch.from_numpy(sidx)
 
@@ -329,8 +371,8 @@ def epilogue_torch(y: torch.Tensor, sidx: torch.Tensor | None, zc: int, L: Layer
     acc = acc + torch.from_numpy(const)[None, :, None]
     m0 = torch.from_numpy(L.m0)[None, :, None]
     rs = torch.from_numpy(L.rs)[None, :, None]
-    v = torch.bitwise_right_shift(acc * m0 + torch.bitwise_left_shift(torch.ones_like(rs), rs - 1), rs) + L.zo
-    return v.clamp_(L.lo, L.hi).to(torch.float32)
+    v = torch.bitwise_right_shift(acc * m0 + torch.bitwise_left_shift(torch.ones_like(rs), rs - 1), rs)
+    return v.clamp_(L.lo - L.zo, L.hi - L.zo).to(torch.float32)  # centred: code - zo
 
 
 def epilogue_numba(y: torch.Tensor, sidx: torch.Tensor | None, zc: int, L: LayerQ, const: np.ndarray) -> torch.Tensor:
@@ -339,8 +381,8 @@ def epilogue_numba(y: torch.Tensor, sidx: torch.Tensor | None, zc: int, L: Layer
     n, _, co, p = y.shape
     out = torch.empty((n, co, p), dtype=torch.float32)
     s = sidx.numpy() if (sidx is not None and zc) else np.zeros((n, 0), dtype=np.int32)
-    kernels_cpu.epilogue(y.contiguous().numpy(), s, np.int64(zc), const, L.m0, L.rs, np.int64(L.zo),
-                         np.int64(L.lo), np.int64(L.hi), out.numpy())
+    kernels_cpu.epilogue(y.contiguous().numpy(), s, np.int64(zc), const, L.m0, L.rs, np.int64(0),
+                         np.int64(L.lo - L.zo), np.int64(L.hi - L.zo), out.numpy())  # centred
     return out
 
 
@@ -404,11 +446,13 @@ class IntegerEngine:
     def run_codes(self, x: np.ndarray) -> torch.Tensor:
         """uint8 images (N, C, H, W) -> output codes (float32 tensor of int8 values)."""
         g = self.bundle.graph
+        acts = self.bundle.qparams.act
         vals: dict[str, torch.Tensor] = {}
         for n in g.nodes:
             op = n["op"]
             if op == "input":
-                y = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float32) - 128.0
+                # code = pixel - 128 with zero point -128: the centred value is the pixel
+                y = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float32)
             elif op in ("conv", "linear"):
                 xi = vals[n["inputs"][0]]
                 dense = op == "linear"
@@ -424,23 +468,23 @@ class IntegerEngine:
                     y = out.reshape(out.shape[0], -1, ho, wo)
             elif op == "add":
                 za, ma, zb, mb, zo, lo = self.add_q[n["name"]]
+                # inputs are centred (a - za, b - zb); so is the output (code - zo)
                 if self.backend == "torch":
                     a = vals[n["inputs"][0]].to(torch.int64)
                     b = vals[n["inputs"][1]].to(torch.int64)
-                    v = ((a - za) * ma + (b - zb) * mb + (1 << (ADD_SHIFT - 1))) >> ADD_SHIFT
-                    y = (v + zo).clamp_(lo, 127).to(torch.float32)
+                    v = (a * ma + b * mb + (1 << (ADD_SHIFT - 1))) >> ADD_SHIFT
+                    y = v.clamp_(lo - zo, 127 - zo).to(torch.float32)
                 else:
                     from nn import kernels_cpu
 
                     a = vals[n["inputs"][0]].contiguous()
                     b = vals[n["inputs"][1]].contiguous()
                     y = torch.empty_like(a)
-                    kernels_cpu.add_requant(a.view(-1).numpy(), b.view(-1).numpy(), np.int64(za), np.int64(ma),
-                                            np.int64(zb), np.int64(mb), np.int64(ADD_SHIFT), np.int64(zo),
-                                            np.int64(lo), np.int64(127), y.view(-1).numpy())
+                    kernels_cpu.add_requant(a.view(-1).numpy(), b.view(-1).numpy(), np.int64(0), np.int64(ma),
+                                            np.int64(0), np.int64(mb), np.int64(ADD_SHIFT), np.int64(0),
+                                            np.int64(lo - zo), np.int64(127 - zo), y.view(-1).numpy())
             elif op == "relu":
-                zp = self.bundle.qparams.act[g.quant_source(n["name"])][1]
-                y = vals[n["inputs"][0]].clamp_min(float(zp))
+                y = vals[n["inputs"][0]].clamp_min(0.0)  # centred: the zero point is 0
             elif op == "maxpool":
                 y = F.max_pool2d(vals[n["inputs"][0]], tuple(n["kernel"]), tuple(n["stride"]), tuple(n["padding"]))
             elif op in ("avgpool", "gap"):
@@ -450,14 +494,15 @@ class IntegerEngine:
                 else:
                     k = tuple(n["kernel"])
                     s, cnt = F.avg_pool2d(xi, k, tuple(n["stride"]), divisor_override=1), k[0] * k[1]
-                # round half up of sum/cnt, exact (see module doc of the float64 argument)
+                # round half up of sum/cnt, exact; on centred values it equals the code
+                # formula shifted by the (integer) zero point
                 y = torch.floor((2 * s + cnt) / (2 * cnt)).to(torch.float32)
             elif op == "flatten":
                 y = vals[n["inputs"][0]].reshape(vals[n["inputs"][0]].shape[0], -1)
             else:  # pragma: no cover
                 raise RuntimeError(op)
             vals[n["name"]] = y
-        return vals[g.output]
+        return vals[g.output] + float(acts[g.quant_source(g.output)][1])
 
     def logits(self, x: np.ndarray, batch: int = 256, progress: bool = False) -> np.ndarray:
         """Output int8 codes as int32 (N, classes)."""

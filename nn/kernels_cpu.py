@@ -21,25 +21,39 @@ def gather_conv(xi, wk, lut, kh, kw, sh, sw, ho, wo, acc, sidx):  # pragma: no c
     n_img, c_in = xi.shape[0], xi.shape[1]
     co_n = wk.shape[1]
     kk = c_in * kh * kw
+    kk4 = kk - kk % 4
     lf = lut.ravel()
     for t in prange(n_img * ho):
         n = t // ho
         oy = t - n * ho
         a = np.empty(co_n, dtype=np.int32)
-        patch = np.empty(kk, dtype=np.int32)
+        patch = np.empty(kk, dtype=np.int64)
         for ox in range(wo):
             s = 0
             k = 0
             for ci in range(c_in):
                 for ky in range(kh):
                     for kx in range(kw):
-                        v = np.int32(xi[n, ci, oy * sh + ky, ox * sw + kx])
+                        v = np.int64(xi[n, ci, oy * sh + ky, ox * sw + kx])
                         patch[k] = v * 256
                         s += v
                         k += 1
             for co in range(co_n):
                 a[co] = 0
-            for k in range(kk):
+            # four activations per pass over the output channels: 4 independent lookups per
+            # accumulator update (more memory-level parallelism, a quarter of the a[] traffic)
+            for k in range(0, kk4, 4):
+                b0 = patch[k]
+                b1 = patch[k + 1]
+                b2 = patch[k + 2]
+                b3 = patch[k + 3]
+                w0 = wk[k]
+                w1 = wk[k + 1]
+                w2 = wk[k + 2]
+                w3 = wk[k + 3]
+                for co in range(co_n):
+                    a[co] += (lf[b0 + w0[co]] + lf[b1 + w1[co]]) + (lf[b2 + w2[co]] + lf[b3 + w3[co]])
+            for k in range(kk4, kk):
                 base = patch[k]
                 wrow = wk[k]
                 for co in range(co_n):
@@ -48,6 +62,73 @@ def gather_conv(xi, wk, lut, kh, kw, sh, sw, ho, wo, acc, sidx):  # pragma: no c
             for co in range(co_n):
                 acc[n, co, p] = a[co]
             sidx[n, p] = s
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def gather_conv_tab(xi, tabs, kh, kw, sh, sw, ho, wo, tile, acc, sidx):  # pragma: no cover - jitted
+    """Same result as ``gather_conv`` from per-layer expanded tables: no scalar gathers.
+
+    tabs: int32 (K, 256, Co), tabs[k, a, co] = lut[a, w_idx[k, co]] (the LUT columns of the
+    layer's weights, built once per layer). Each task takes a tile of ``tile`` output pixels
+    (over images x positions) and, for every k, adds the contiguous row tabs[k, x_idx] (Co
+    values) to each pixel's accumulators: SIMD vector adds, with the 256 x Co slice of tabs for
+    one k reused by the whole tile while it is cache-resident.
+    """
+    n_img, c_in, hp, wp = xi.shape
+    kk = tabs.shape[0]
+    co_n = tabs.shape[2]
+    xf = xi.ravel()
+    pn = ho * wo
+    total = n_img * pn
+    n_tiles = (total + tile - 1) // tile
+    offs = np.empty(kk, dtype=np.int64)  # flat offset of tap k = (ci, ky, kx) from a pixel's base
+    k = 0
+    for ci in range(c_in):
+        for ky in range(kh):
+            for kx in range(kw):
+                offs[k] = ci * hp * wp + ky * wp + kx
+                k += 1
+    kk2 = kk - kk % 2
+    for ti in prange(n_tiles):
+        t0 = ti * tile
+        nt = min(total, t0 + tile) - t0
+        a = np.zeros((nt, co_n), dtype=np.int32)
+        base = np.empty(nt, dtype=np.int64)
+        for j in range(nt):
+            g = t0 + j
+            n = g // pn
+            p = g - n * pn
+            oy = p // wo
+            base[j] = n * (c_in * hp * wp) + (oy * sh) * wp + (p - oy * wo) * sw
+        for k in range(0, kk2, 2):  # two taps per pass: half the accumulator traffic
+            tk0 = tabs[k]
+            tk1 = tabs[k + 1]
+            o0 = offs[k]
+            o1 = offs[k + 1]
+            for j in range(nt):
+                r0 = tk0[np.int64(xf[base[j] + o0])]
+                r1 = tk1[np.int64(xf[base[j] + o1])]
+                aj = a[j]
+                for co in range(co_n):
+                    aj[co] += r0[co] + r1[co]
+        for k in range(kk2, kk):
+            tk0 = tabs[k]
+            o0 = offs[k]
+            for j in range(nt):
+                r0 = tk0[np.int64(xf[base[j] + o0])]
+                aj = a[j]
+                for co in range(co_n):
+                    aj[co] += r0[co]
+        for j in range(nt):
+            g = t0 + j
+            n = g // pn
+            p = g - n * pn
+            sv = 0
+            for k in range(kk):
+                sv += np.int64(xf[base[j] + offs[k]])
+            sidx[n, p] = sv
+            for co in range(co_n):
+                acc[n, co, p] = a[j, co]
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -68,6 +149,13 @@ def epilogue(y, sidx, zc, const, m0, rs, zo, lo, hi, out):  # pragma: no cover -
         m = m0[co]
         r = rs[co]
         half = np.int64(1) << (r - 1)
+        orow = out[n, co]
+        y0 = y[n, 0, co]
+        if groups == 1 and not use_s:  # the common case: one simple, vectorisable loop
+            for p in range(pn):
+                v = (((c + np.int64(y0[p])) * m + half) >> r) + zo
+                orow[p] = min(max(v, lo), hi)
+            continue
         for p in range(pn):
             acc = c
             for g in range(groups):
@@ -75,28 +163,30 @@ def epilogue(y, sidx, zc, const, m0, rs, zo, lo, hi, out):  # pragma: no cover -
             if use_s:
                 acc += zc * np.int64(sidx[n, p])
             v = ((acc * m + half) >> r) + zo
-            if v < lo:
-                v = lo
-            elif v > hi:
-                v = hi
-            out[n, co, p] = v
+            orow[p] = min(max(v, lo), hi)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def expand(x, za, tabs, out):  # pragma: no cover - jitted
-    """Low-rank operand transform of int8 codes x (float32, (N, C, P)) into ``out``
-    (float32, (N, (1+R)*C_pad, P)): channel c = x - za; channel (1+r)*C + c = tabs[r, x+128]."""
+def expand(x, off, tabs, out):  # pragma: no cover - jitted
+    """Low-rank operand transform of centred activations x (code - za, float32, (N, C, P))
+    into ``out`` (float32, (N, C_pad, P)): channel c = x; channel (1+r)*C + c =
+    tabs[r, x + off] with off = za + 128 (the operand index); channels past (1+R)*C = 0."""
     n_img, c_in, pn = x.shape
     rk = tabs.shape[0]
+    c_pad = out.shape[1]
     for t in prange(n_img * c_in):
         n = t // c_in
         c = t - n * c_in
-        for p in range(pn):
-            v = x[n, c, p]
-            out[n, c, p] = v - za
-            i = np.int64(v) + 128
-            for r in range(rk):
-                out[n, (1 + r) * c_in + c, p] = tabs[r, i]
+        xr = x[n, c]
+        out[n, c, :] = xr
+        for r in range(rk):
+            tr = tabs[r]
+            orow = out[n, (1 + r) * c_in + c]
+            for p in range(pn):
+                orow[p] = tr[np.int64(xr[p]) + off]
+        if c < c_pad - (1 + rk) * c_in:  # zero the padding channels (spread over the tasks)
+            for cc in range((1 + rk) * c_in + c, c_pad, c_in):
+                out[n, cc, :] = 0.0
 
 
 @njit(parallel=True, cache=True, nogil=True)

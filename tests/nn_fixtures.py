@@ -17,7 +17,7 @@ def minnet_qat():
     """MinNet on digits, 3 epochs (2 float + 1 QAT): a real but quick model."""
     from nn.train import train
 
-    return train("minnet", "digits", epochs=3, qat=True, seed=0)
+    return train("minnet", "digits", epochs=3, qat=True, seed=0, threads=1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,12 +57,29 @@ def fullrank_lut(seed: int, signed: bool = True, amp: int = 300) -> Lut:
     return Lut(f"fullrank_{seed}{'s' if signed else 'u'}", t.astype(np.int32), 8, 8, signed)
 
 
-def evo_luts() -> list[Lut]:
+@functools.lru_cache(maxsize=None)
+def builtin_luts() -> tuple[Lut, ...]:
+    """The built-in family (hwsim.builtin) via hwsim.store (gate evaluator), or ()."""
+    try:
+        from hwsim.builtin import builtin_names
+        from hwsim.store import resolve
+    except ImportError:
+        return ()
+    return tuple(resolve(n, sim="gates") for n in builtin_names())
+
+
+def real_luts() -> list[Lut]:
+    """EvoApprox mul8s (when ../shared is present) followed by the built-in family."""
+    return list(evo_luts()) + list(builtin_luts())
+
+
+@functools.lru_cache(maxsize=None)
+def evo_luts() -> tuple[Lut, ...]:
     """The 13 real mul8s LUTs via hwsim.store (gate evaluator), or [] when unavailable."""
     if not EVO_DIR.is_dir():
-        return []
+        return ()
     try:
         from hwsim.store import resolve
     except ImportError:
-        return []
-    return [resolve(str(p), sim="gates") for p in sorted(EVO_DIR.glob("*.v"))]
+        return ()
+    return tuple(resolve(str(p), sim="gates") for p in sorted(EVO_DIR.glob("*.v")))

@@ -17,10 +17,28 @@ from tests.nn_fixtures import digits_test, lowrank_lut, minnet_qat
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _axlab(*args, cwd=ROOT):
+def _axlab_subprocess(*args, cwd=ROOT):
+    """The real entry point (``python -m flows``) in a child process."""
     r = subprocess.run([sys.executable, "-m", "flows", *map(str, args)], cwd=cwd, capture_output=True, text=True,
                        timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     return r.returncode, r.stdout, r.stderr
+
+
+def _axlab(*args):
+    """``axlab ARGS`` in this process (same ``flows.cli.main`` as the console script; no
+    interpreter start-up per call): (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from flows.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse errors
+            rc = exc.code
+    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +50,10 @@ def nn_model_file(tmp_path_factory):
 
 def test_cli_train_tiny(tmp_path):
     out = tmp_path / "m.safetensors"
-    rc, so, se = _axlab("train", "--model", "minnet", "--dataset", "digits", "--epochs", "1", "--seed", "0",
-                        "--out", out)
+    rc, so, se = _axlab_subprocess("train", "--model", "minnet", "--dataset", "digits", "--epochs", "1", "--seed", "0",
+                                   "--out", out)
     assert rc == 0, se
-    assert out.exists() and "test accuracy" in so
+    assert out.exists() and "test accuracy" in so and "fake-quant agreement" in so
 
 
 def test_cli_eval_json_and_logits(nn_model_file, tmp_path):
@@ -51,8 +69,10 @@ def test_cli_eval_json_and_logits(nn_model_file, tmp_path):
     ref = load_implementation(nn_model_file, "ax", multiplier=str(lut_path), backend="torch").logits(x[:50])
     assert np.array_equal(logits, ref)
     assert res["accuracy"] == pytest.approx(float((ref.argmax(1) == y[:50]).mean()))
-    rc, so, se = _axlab("eval", "--model", nn_model_file, "--impl", "q", "--json", "--limit", "20")
-    assert rc == 0 and json.loads(so)["impl"] == "q"
+    rc, so, se = _axlab("eval", "--model", nn_model_file, "--impl", "q", "--json", "--limit", "20", "--agreement")
+    assert rc == 0, se
+    res = json.loads(so)
+    assert res["impl"] == "q" and res["n"] == 20 and 0.9 <= res["fq_agreement"] <= 1.0
 
 
 def test_cli_design_and_errors(nn_model_file, tmp_path):
@@ -70,6 +90,7 @@ def test_cli_design_and_errors(nn_model_file, tmp_path):
     cases = [
         (["design", "--model", nn_model_file, "--multipliers", "exact8s,exact8s", "--out", d], "has 4 approximable"),
         (["eval", "--model", nn_model_file, "--impl", "ax", "--multiplier", "no_such_mult"], "unknown multiplier"),
+        (["eval", "--model", nn_model_file, "--impl", "ax", "--multiplier", "exact", "--agreement"], "needs --impl q"),
         (["eval", "--model", tmp_path / "missing.safetensors", "--impl", "q"], "cannot read model file"),
         (["eval", "--model", nn_model_file, "--dataset", f"cifar10:{tmp_path / 'none'}"], "CIFAR-10 not found"),
     ]
@@ -95,6 +116,10 @@ def test_design_api_checks(tmp_path):
     tampered["layers"][0]["lut_sha256"] = "0" * 64
     with pytest.raises(AxlabError, match="sha256"):
         read_design(tampered, b)
+    flipped = json.loads(json.dumps(d))
+    flipped["layers"][1]["signed"] = False
+    with pytest.raises(AxlabError, match="signedness mismatch"):
+        read_design(flipped, b)
     other = dict(d, model="f" * 64)
     with pytest.raises(AxlabError, match="made for model"):
         read_design(other, b)

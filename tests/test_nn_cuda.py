@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent("""
     from hwsim.lut import exact_lut
     from nn.engine import IntegerEngine
     from nn.train import quantize_module
-    from tests.nn_fixtures import fullrank_lut, lowrank_lut
+    from tests.nn_fixtures import fullrank_lut, lowrank_lut, real_luts
 
     class Tiny(tnn.Module):  # conv (padded, strided), residual add, pool, dense: every op kind
         def __init__(self):
@@ -35,10 +35,19 @@ SCRIPT = textwrap.dedent("""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (3, 1, 8, 8), dtype=np.uint8)
     b = quantize_module(Tiny().eval(), rng.integers(0, 256, (32, 1, 8, 8), dtype=np.uint8))
-    for lut in [exact_lut(8, True), lowrank_lut(1, 2), fullrank_lut(2), fullrank_lut(3, signed=False)]:
+    synthetic = [exact_lut(8, True), exact_lut(8, False), lowrank_lut(1, 2), lowrank_lut(4, 3, signed=False),
+                 fullrank_lut(2), fullrank_lut(3, signed=False)]
+    for lut in synthetic:
         luts = [lut] * len(b.layers())
         ref = IntegerEngine(b, luts, "torch").logits(x)
         cu = IntegerEngine(b, luts, "cuda").logits(x)
+        assert np.array_equal(ref, cu), (lut.name, ref, cu)
+        print("ok", lut.name)
+    # every real LUT (13 EvoApprox mul8s + the built-in family) on one image, all layers
+    for lut in real_luts():
+        luts = [lut] * len(b.layers())
+        ref = IntegerEngine(b, luts, "torch").logits(x[:1])
+        cu = IntegerEngine(b, luts, "cuda").logits(x[:1])
         assert np.array_equal(ref, cu), (lut.name, ref, cu)
         print("ok", lut.name)
     print("ALL-OK")

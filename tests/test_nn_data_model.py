@@ -174,3 +174,40 @@ def test_ptq_bundle_is_deterministic():
     torch.manual_seed(3)
     b = quantize_module(build_model("minnet", 1, 10).eval(), x)
     assert a.sha256 == b.sha256
+
+
+class _FakeResponse:
+    """Stands in for urllib's response (no network in tests)."""
+
+    def __init__(self, data: bytes) -> None:
+        import io
+
+        self._f = io.BytesIO(data)
+        self.headers = {"Content-Length": str(len(data))}
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def test_fetch_md5_mismatch_and_cli_offline(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: _FakeResponse(b"not the cifar archive"))
+    with pytest.raises(AxlabError, match="md5") as e:
+        fetch_cifar10(tmp_path)
+    assert "\n" not in str(e.value) and not list(tmp_path.glob("*.part")) and not list(tmp_path.glob("*.tar.gz"))
+
+    def fail(*a, **k):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+    monkeypatch.setattr(urllib.request, "urlopen", fail)
+    from flows.cli import main
+
+    capsys.readouterr()  # drop the progress output of the first download
+
+    assert main(["data", "fetch", "cifar10", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("axlab: cannot download CIFAR-10") and "offline" in err and len(err.splitlines()) == 1

@@ -7,7 +7,7 @@ import torch
 
 from hwsim.errors import AxlabError
 from hwsim.lut import Lut, exact_lut
-from nn.api import load_implementation
+from nn.api import fq_agreement, load_implementation
 from nn.engine import ConvMac, IntegerEngine, NumbaGather, lut_factor, requant_multiplier
 from nn.lowrank import integer_factor
 from nn.quant import GraphModule
@@ -23,12 +23,15 @@ def _fq_codes(bundle, x):
 
 
 def test_qnn_agrees_with_fake_quant():
-    b = minnet_qat()
+    b = minnet_qat()  # a real (short) QAT training run
     x, y = digits_test()
     q = IntegerEngine(b).logits(x)
     f = _fq_codes(b, x)
     agree = float((q.argmax(1) == f.argmax(1)).mean())
     assert agree >= 0.995, agree
+    # the public helper (printed by `axlab train` and `axlab eval --impl q --agreement`)
+    a = fq_agreement(b, x)
+    assert a["top1"] == pytest.approx(agree) and a["top1"] >= 0.995 and a["codes"] >= 0.99, a
     assert (q.argmax(1) == y).mean() > 0.8  # the model did learn something
     # and the integer codes themselves are (nearly) the fake-quant codes
     assert np.mean(q != f) < 0.01
@@ -55,9 +58,17 @@ def test_exact_lut_equals_qnn_every_backend(signed):
         assert np.array_equal(a, q), (backend, lowrank)
 
 
+def _saturating_unsigned() -> Lut:
+    """Unsigned, full rank, products up to the largest uint8 x uint8 values (accumulator bounds)."""
+    a = np.arange(256, dtype=np.int64)
+    t = np.maximum(np.multiply.outer(a, a) - (np.multiply.outer(a, a) & 0xFF) + (a[:, None] ^ a[None, :]), 0)
+    return Lut("trunc_xor_u", t.astype(np.int32), 8, 8, False)
+
+
 def _luts():
     return [lowrank_lut(1, 1), lowrank_lut(2, 3), lowrank_lut(3, 2, signed=False), fullrank_lut(4),
-            fullrank_lut(5, signed=False), lowrank_lut(6, 6, scale=40)]
+            fullrank_lut(5, signed=False), lowrank_lut(6, 6, scale=40), lowrank_lut(7, 8, signed=False, scale=3),
+            _saturating_unsigned()]
 
 
 @pytest.mark.parametrize("lut", _luts(), ids=lambda l: l.name)
@@ -71,7 +82,7 @@ def test_backends_bit_identical_minnet(lut):
     assert np.array_equal(gat.logits(x), ref)
     fast = IntegerEngine(b, [lut] * 4, "numba")
     assert np.array_equal(fast.logits(x), ref)
-    if lut.name.startswith("lowrank") and "_6" not in lut.name:
+    if lut.name.startswith(("lowrank1_", "lowrank2_", "lowrank3_")):
         assert all(isinstance(m, ConvMac) for m in fast.macs.values())
 
 
@@ -119,6 +130,13 @@ def test_bad_lut_shape_and_count():
         IntegerEngine(b, [exact_lut()] * 3, "numba")
     with pytest.raises(AxlabError, match="unknown backend"):
         IntegerEngine(b, None, "tpu")
+    # signedness mismatch: unsigned products labelled signed (and the reverse)
+    from hwsim.lut import exact_table
+    mislabelled = Lut("u_as_s", exact_table(8, 8, False), 8, 8, True)
+    with pytest.raises(AxlabError, match="signedness mismatch"):
+        IntegerEngine(b, [mislabelled] * 4, "torch")
+    with pytest.raises(AxlabError, match="signedness mismatch"):
+        IntegerEngine(b, [Lut("s_as_u", exact_table(8, 8, True), 8, 8, False)] * 4, "numba")
 
 
 def test_overflowing_lut_is_refused():
@@ -154,3 +172,20 @@ def test_implementation_api():
         load_implementation(b, "q", multiplier="exact")
     with pytest.raises(AxlabError, match="uint8"):
         q.logits(x.astype(np.float32))
+
+
+@pytest.mark.parametrize("min_pixels", [0, 10**9], ids=["table-kernel", "lut-kernel"])
+def test_numba_gather_kernels_identical(monkeypatch, min_pixels):
+    """Both numba gather kernels (expanded per-layer tables / scalar LUT lookups) in every
+    layer, signed and unsigned full-rank LUTs, padded and strided convolutions."""
+    monkeypatch.setattr(NumbaGather, "min_pixels_tab", min_pixels)
+    b = resnet8_ptq()
+    x, _ = digits_test()
+    x = x[:3]
+    for lut in (fullrank_lut(11), fullrank_lut(12, signed=False)):
+        luts = [lut] * len(b.layers())
+        eng = IntegerEngine(b, luts, "numba", lowrank=False)
+        out = eng.logits(x)
+        want = "tab" if min_pixels == 0 else "lut"
+        assert {m.last_kernel for m in eng.macs.values()} == {want}
+        assert np.array_equal(out, IntegerEngine(b, luts, "torch").logits(x)), lut.name

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 
 from nn.engine import ConvMac, IntegerEngine, lut_factor
-from tests.nn_fixtures import EVO_DIR, digits_test, evo_luts, minnet_qat
-
-pytestmark = pytest.mark.skipif(not EVO_DIR.is_dir(), reason="../shared/evoapprox not present")
-
+from tests.nn_fixtures import EVO_DIR, builtin_luts, digits_test, evo_luts, minnet_qat
 
 @pytest.fixture(scope="module")
 def nn_evo():
+    if not EVO_DIR.is_dir():
+        pytest.skip("../shared/evoapprox not present")
     luts = evo_luts()
     if not luts:
         pytest.skip("hwsim.store not available")
@@ -44,16 +43,14 @@ def test_evoapprox_backends_bit_identical(nn_evo):
 
 
 def test_builtin_family_backends_bit_identical():
-    try:
-        from hwsim.builtin import builtin_names
-        from hwsim.store import resolve
-    except ImportError:
+    luts = builtin_luts()
+    if not luts:
         pytest.skip("hwsim.store not available")
     b = minnet_qat()
     x, _ = digits_test()
     x = x[:4]
-    for name in builtin_names():
-        lut = resolve(name, sim="gates")
+    for lut in luts:
+        name = lut.name
         ref = IntegerEngine(b, [lut] * 4, "torch").logits(x)
         assert np.array_equal(IntegerEngine(b, [lut] * 4, "numba").logits(x), ref), name
         assert np.array_equal(IntegerEngine(b, [lut] * 4, "numba", lowrank=False).logits(x), ref), name
