@@ -56,6 +56,6 @@ def _export(args: argparse.Namespace) -> int:
               f"{summary['synthesis']['ice40_SB_LUT4']} iCE40 LUT4s (see {args.out}/synth/resources.md)")
     if "verify" in summary:
         v = summary["verify"]
-        state = "bit-exact" if rc == 0 else f"MISMATCH on images {v['mismatched_images']}"
-        print(f"  RTL co-simulation: {v['bit_exact']}/{v['images']} images bit-exact ({state}), {v['seconds']} s")
+        state = "" if rc == 0 else f"; MISMATCH on images {v['mismatched_images']}"
+        print(f"  RTL co-simulation: {v['bit_exact']}/{v['images']} images bit-exact{state}, {v['seconds']} s")
     return rc

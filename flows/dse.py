@@ -99,12 +99,19 @@ def evaluate_design(ctx: dict[str, Any], genes: list[int]) -> tuple[dict[str, An
 
 
 # ----------------------------------------------------------------------------- executors
-def _limit_threads(n: int) -> None:
-    """Worker initializer: n compute threads per worker, so workers x threads <= cores (spinning
+def _init_worker(n: int) -> None:
+    """Worker initializer: exit with the parent; n compute threads per worker, so workers x threads <= cores (spinning
     thread pools of torch and numba slow down many times over when oversubscribed)."""
     import numba
     import torch
 
+    try:  # Linux: die with the parent, so a killed run leaves no orphan workers computing
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
     torch.set_num_threads(n)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
@@ -115,7 +122,7 @@ class _LocalExecutor:
         # deadlock on a lock held by one of those threads at fork time
         ctx = multiprocessing.get_context("spawn")
         threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-        self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_limit_threads,
+        self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                         initargs=(threads,)) if workers > 1 else None
 
     def map_unordered(self, ctx, genes_list):

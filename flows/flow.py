@@ -121,6 +121,18 @@ def load_flow(path: str | Path, sets: list[str] | None = None) -> dict[str, Any]
     return flow
 
 
+def any_success(run: Path) -> bool:
+    """Whether an attack run (JSONL) has at least one successful adversarial example."""
+    return any(json.loads(line).get("success") for line in run.read_text().splitlines() if line.strip())
+
+
+def skip_note(path: Path, why: str) -> None:
+    """Leave ``why`` in ``path`` (the report shows it) and say it on the console."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(why + "\n")
+    print(f"[flow] skipped: {why}", flush=True)
+
+
 def make_runner(flow: dict[str, Any], out: Path, progress: bool = True) -> "StagedRunner":
     if flow["kind"] == "thesis":
         from flows.thesis_flow import ThesisRunner
@@ -238,14 +250,16 @@ class FlowRunner(StagedRunner):
         self.done("dse", {"pareto": len(res.pareto), "evaluations": len(res.evaluations), "computed": res.computed})
 
     def _targets(self, n_designs: int) -> list[tuple[str, list[str]]]:
-        """(label, implementation args) for the FpNN, the QNN and the first Pareto designs by accuracy."""
+        """(label, implementation args) of the FpNN, the QNN and ``n_designs`` Pareto designs: the
+        one export picks (smallest within the accuracy budget), then the most accurate ones."""
         out = [("fp", ["--impl", "fp"]), ("q", ["--impl", "q"])]
         pareto_file = self.out / "dse" / "pareto.json"
-        if pareto_file.exists():
+        if pareto_file.exists() and n_designs:
             pareto = json.loads(pareto_file.read_text())["pareto"]
-            chosen = sorted(pareto, key=lambda p: (p["acc_loss"], p["area_um2"]))[:n_designs]
-            for p in chosen:
-                design = str(self.out / "dse" / p["design"])
+            budget = (self.flow["export"] or {}).get("max_acc_loss", 1.0)
+            designs = [self.best_design(budget)] + [str(self.out / "dse" / p["design"]) for p in
+                                                    sorted(pareto, key=lambda p: (p["acc_loss"], p["area_um2"]))]
+            for design in list(dict.fromkeys(designs))[:n_designs]:
                 out.append((f"ax_{Path(design).stem}", ["--impl", "ax", "--design", design]))
         return out
 
@@ -284,6 +298,9 @@ class FlowRunner(StagedRunner):
     def stage_detect(self, cfg: dict[str, Any]) -> None:
         adv = self.out / "attacks" / f"fp_{cfg['attack']}.jsonl"
         if not adv.exists():
+            return
+        if not any_success(adv):
+            skip_note(self.out / "detect.skipped", f"no successful {cfg['attack']} adversarial example on the FpNN")
             return
         targets = self._targets(1)
         args = ["detect", "--model", self.model, "--impl", "fp", "q", "--backend", self.flow["backend"]]

@@ -17,8 +17,12 @@ LABELS = {"area_um2": "area (um², MAC-weighted)", "power_mw": "power (mW, MAC-w
 def pareto_scatter(evals: list[dict[str, Any]], pareto: list[dict[str, Any]], objs: list[str], path: Path) -> Path:
     """Pairwise scatter of every evaluated design, Pareto designs highlighted."""
     pairs = list(itertools.combinations(objs, 2)) or [(objs[0], objs[0])]
-    fig, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs), 4.2), squeeze=False)
-    for ax, (a, b) in zip(axes[0], pairs):
+    cols = min(3, len(pairs))
+    rows = -(-len(pairs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.0 * rows), squeeze=False)
+    for ax in axes.flat[len(pairs):]:
+        ax.set_visible(False)
+    for ax, (a, b) in zip(axes.flat, pairs):
         ax.scatter([e[a] for e in evals], [e[b] for e in evals], s=14, c="0.7", label="evaluated")
         ax.scatter([p[a] for p in pareto], [p[b] for p in pareto], s=36, c="tab:red", edgecolors="k",
                    label=f"Pareto ({len(pareto)})")

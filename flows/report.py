@@ -21,9 +21,19 @@ def _short(label: str) -> str:
     return re.sub(r"[^\s:@,]*/", "", label)
 
 
+def _cell(c: str) -> str:
+    """A CSV cell for display: folders dropped from labels, floats to 4 significant digits."""
+    if c.lower() == "nan":
+        return "-"
+    try:
+        return c if c.lstrip("-").isdigit() else f"{float(c):.4g}"
+    except ValueError:
+        return _short(c)
+
+
 def _table_from_csv(path: Path, limit: int = 40) -> list[list[str]]:
     with open(path, newline="") as fh:
-        rows = [[_short(c).replace("nan", "-") for c in r] for r in csv.reader(fh)]
+        rows = [[_cell(c) for c in r] for r in csv.reader(fh)]
     return rows[: limit + 1]
 
 
@@ -112,10 +122,42 @@ def _pipeline_blocks(run: Path) -> list[Block]:
         b.append(("img", "transfer/transfer.png"))
 
     det = run / "detect" / "detection.csv"
+    if (run / "detect.skipped").exists():
+        b.append(("h2", "Detection (KL divergence under input transformations)"))
+        b.append(("p", f"Not run: {(run / 'detect.skipped').read_text().strip()}."))
     if det.exists():
         b.append(("h2", "Detection (KL divergence under input transformations)"))
         b.append(("table", _table_from_csv(det)))
         b.append(("img", "detect/boxplot.png"))
+    b += _export_blocks(run)
+    return b
+
+
+def _export_blocks(run: Path) -> list[Block]:
+    manifest = run / "export" / "manifest.json"
+    if not manifest.exists():
+        return []
+    m = json.loads(manifest.read_text())
+    b: list[Block] = [("h2", f"Export: {m['design']['name']} to Verilog")]
+    acc = m.get("accuracy") or {}
+    b.append(("table", [["layer", "multiplier", "lanes", "clocks per image", "netlist sha256"]] + [
+        [ly["layer"], ly["multiplier"], str(ly["lanes"]), str(ly["clocks_per_image"]), ly["netlist"]["sha256"][:16]]
+        for ly in m["layers"]]))
+    est = m.get("estimate") or {}
+    b.append(("p", f"Design accuracy {100 * acc.get('accuracy', 0):.2f} % on {acc.get('images')} {acc.get('dataset')} "
+                   f"test images; multipliers {est.get('multiplier_area_um2', 0):.0f} um2, "
+                   f"{est.get('multiplier_power_mw', 0):.2f} mW (estimate: {est.get('note', '')})."))
+    res = run / "export" / "synth" / "resources.md"
+    if res.exists():
+        b.append(("p", res.read_text().split("\n\n")[0].strip()))
+        rows = [line.strip("|").split("|") for line in res.read_text().splitlines()
+                if line.startswith("|") and "---" not in line]
+        b.append(("table", [[c.strip() for c in r] for r in rows]))
+    log = run / "export.log"
+    if log.exists():
+        sim = [line.strip() for line in log.read_text().splitlines() if "co-simulation" in line]
+        if sim:
+            b.append(("p", sim[0]))
     return b
 
 

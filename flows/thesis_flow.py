@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flows.flow import StagedRunner
+from flows.flow import StagedRunner, any_success, skip_note
 from hwsim.errors import AxlabError
 
 THESIS_SCHEMA: dict[str, Any] = {
@@ -188,10 +188,9 @@ class ThesisRunner(StagedRunner):
                 adv = self.out / "attacks" / f"{net}__fp__{attack}.jsonl"
                 if not adv.exists() or Path(self.out / "detect" / f"{net}__{attack}" / "detection.csv").exists():
                     continue
-                if not any(json.loads(line).get("success") for line in adv.read_text().splitlines() if line.strip()):
-                    note = self.out / "detect" / f"{net}__{attack}.skipped"
-                    note.parent.mkdir(exist_ok=True)
-                    note.write_text(f"no successful {attack} adversarial example on the FpNN\n")
+                if not any_success(adv):
+                    skip_note(self.out / "detect" / f"{net}__{attack}.skipped",
+                              f"no successful {attack} adversarial example on the FpNN")
                     continue
                 ax = [self.spec(net, f"ax_{Path(self.ax[0]).stem}")] if self.ax else []
                 self.axlab("detect", "--model", self.model(net), "--impl", "fp", "q", "--backend",

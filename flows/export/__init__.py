@@ -333,6 +333,8 @@ endmodule
 def _netlists(design: dict[str, Any], luts: list[Any], layers: list[str]) -> list[dict[str, Any]]:
     """Per layer: the multiplier's netlist (checked against the sha256 its LUT recorded)."""
     from hwsim.netlist import read_netlist
+    from hwsim.parse import parse_netlist
+    from hwsim.store import simulation_info
 
     out = []
     for ly, lut, entry in zip(layers, luts, design["layers"]):
@@ -359,7 +361,9 @@ def _netlists(design: dict[str, Any], luts: list[Any], layers: list[str]) -> lis
         if got != want:
             raise AxlabError(f"layer {ly}: netlist {p} of multiplier {lut.name} changed since its LUT was built "
                              f"(sha256 {got[:12]}... now, {want[:12]}... recorded); rebuild the LUT and the design")
-        info = read_netlist(p)
+        # as the RTL simulation of the LUT saw it: plus built-in library cells and a port adapter
+        raw = read_netlist(p)
+        info = simulation_info(raw, parse_netlist(raw))
         prov.pop("date", None)  # keep the export deterministic
         cost = lut.meta.get("cost") or {}
         out.append({"layer": ly, "multiplier": lut.name, "lut_sha256": lut.sha256, "signed": bool(lut.signed),
