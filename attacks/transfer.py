@@ -52,8 +52,11 @@ def transfer_rates(runs: Sequence[Run], targets: Sequence[tuple[str, Any]],
 
 
 def source_label(run: Run) -> str:
+    """``attack@model:implementation``, e.g. ``pgd@minnet:ax:mul8s_1KVA`` (the model file's stem
+    keeps runs of different networks apart)."""
     attack = run.meta.get("attack", "?")
-    return f"{attack}@{run.source}"
+    model = run.meta.get("model")
+    return f"{attack}@{Path(model).stem}:{run.source}" if model else f"{attack}@{run.source}"
 
 
 def write_transfer(rows: list[dict[str, Any]], out_dir: str | os.PathLike,

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,3 +30,16 @@ def run_cli(*args: str, cache: Path, timeout: float = 600) -> subprocess.Complet
 def cached_luts(cache: Path) -> list[Path]:
     d = cache / "luts"
     return sorted(d.glob("*.npz")) if d.is_dir() else []
+
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """An empty LUT cache per test, in the modules that import this fixture (autouse there)."""
+    monkeypatch.setenv("AXLAB_CACHE", str(tmp_path / "cache"))
+
+
+def all_pairs(bits_a: int, bits_b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every operand pair of an exhaustive LUT as (A codes, B codes), uint64, row-major."""
+    codes = np.arange(2 ** (bits_a + bits_b), dtype=np.uint64)
+    return codes >> np.uint64(bits_b), codes & np.uint64(2**bits_b - 1)

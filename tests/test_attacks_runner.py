@@ -160,6 +160,12 @@ def test_transfer_matrix_and_ensemble(setup, tmp_path):
     assert paths["png"].stat().st_size > 1000
     text = paths["matrix"].read_text().splitlines()
     assert text[0].split(",")[1:] == ["fp", "q"] and len(text) == 3
+    # runs of two networks with the same implementation name stay apart (thesis Table 4.7)
+    r3 = tmp_path / "other.jsonl"
+    run_attack(make_attack("pgd", {"eps": 48 / 255, "steps": 10, "alpha": 4 / 255}), impl, x, y,
+               idx, r3, meta={"source": "fp", "model": "nets/resnet8.axm"})
+    labels = {r["source"] for r in transfer_rates([load_run(r1), load_run(r3)], [("fp", impl)])}
+    assert labels == {"pgd@fp", "pgd@resnet8:fp"}
 
 
 def test_transforms_and_kl():

@@ -10,17 +10,8 @@ from hwsim.metrics import compare_with_header, error_metrics
 from hwsim.netlist import Published, parse_header, read_netlist, signedness_from_name
 from hwsim.parse import parse_netlist
 from hwsim.store import build_luts
-from tests.hwsim_util import DATA, EVOAPPROX, needs_evoapprox
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("AXLAB_CACHE", str(tmp_path / "cache"))
-
-
-def all_pairs(bits_a: int, bits_b: int) -> tuple[np.ndarray, np.ndarray]:
-    codes = np.arange(2 ** (bits_a + bits_b), dtype=np.uint64)
-    return codes >> np.uint64(bits_b), codes & np.uint64(2**bits_b - 1)
+from tests.hwsim_util import (  # noqa: F401 (private_cache: autouse)
+    DATA, all_pairs, private_cache, EVOAPPROX, needs_evoapprox)
 
 
 def test_half_adder_truth_table():
