@@ -260,9 +260,7 @@ def _thesis_blocks(run: Path) -> list[Block]:
 def _md(blocks: list[Block]) -> str:
     out = []
     for kind, v in blocks:
-        if kind == "h1":
-            out.append(f"# {v}\n")
-        elif kind in ("h2", "h3"):
+        if kind in ("h1", "h2", "h3"):
             out.append(f"{'#' * int(kind[1])} {v}\n")
         elif kind == "p":
             out.append(f"{v}\n")

@@ -100,10 +100,11 @@ class ThesisRunner(StagedRunner):
     def model(self, net: str) -> str:
         return str(self.out / "models" / f"{net}.axm")
 
-    def impls(self, net: str) -> list[tuple[str, list[str]]]:
-        """(label, axlab implementation args) of the FpNN, QNN and the attacked AxNNs."""
+    @staticmethod
+    def impls(mults: list[str]) -> list[tuple[str, list[str]]]:
+        """(label, axlab implementation args) of the FpNN, the QNN and the AxNNs of ``mults``."""
         return [("fp", ["--impl", "fp"]), ("q", ["--impl", "q"])] + \
-            [(f"ax_{Path(m).stem}", ["--impl", "ax", "--multiplier", m]) for m in self.ax]
+            [(f"ax_{Path(m).stem}", ["--impl", "ax", "--multiplier", m]) for m in mults]
 
     def spec(self, net: str, label: str) -> str:
         """attacks.implspec SPEC of one implementation."""
@@ -131,9 +132,7 @@ class ThesisRunner(StagedRunner):
             net = n["model"]
             base = ["eval", "--model", self.model(net), "--dataset", self.flow["dataset"], "--backend",
                     self.flow["backend"], "--json", *limit]
-            jobs = [("fp", ["--impl", "fp"]), ("q", ["--impl", "q"])] + \
-                [(f"ax_{Path(m).stem}", ["--impl", "ax", "--multiplier", m]) for m in self.mults]
-            for label, args in jobs:
+            for label, args in self.impls(self.mults):
                 path = d / f"{net}__{label}.json"
                 if not path.exists():
                     self.axlab(*base, *args, stdout=path)
@@ -144,7 +143,7 @@ class ThesisRunner(StagedRunner):
         params = [f"{k}={v}" for k, v in cfg["params"].items()]
         for n in self.nets:
             net = n["model"]
-            for label, impl_args in self.impls(net):
+            for label, impl_args in self.impls(self.ax):
                 for attack in cfg["list"]:
                     stem = d / f"{net}__{label}__{attack}"
                     if Path(f"{stem}.summary.json").exists():
@@ -165,14 +164,14 @@ class ThesisRunner(StagedRunner):
             runs = [str(p) for a in wanted if (p := self.out / "attacks" / f"{net}__fp__{a}.jsonl").exists()]
             if not runs:
                 continue
-            targets = [self.spec(net, label) for label, _ in self.impls(net) if label != "fp"]
+            targets = [self.spec(net, label) for label, _ in self.impls(self.ax) if label != "fp"]
             self.axlab("transfer", *runs, "--to", *targets, "--out", str(self.out / "transfer" / net),
                        "--no-progress")
 
     def stage_cross(self, cfg: dict[str, Any]) -> None:
         runs, targets = [], []
         for n in self.nets:
-            for label, _ in self.impls(n["model"]):
+            for label, _ in self.impls(self.ax):
                 if label.startswith("ax_"):
                     run = self.out / "attacks" / f"{n['model']}__{label}__{cfg['attack']}.jsonl"
                     if run.exists():
