@@ -65,7 +65,7 @@ def select_evasion_set(impls: Sequence[Any], x: np.ndarray, y: np.ndarray, n: in
     return np.asarray(keep[:n], dtype=np.int64)
 
 
-def _read_records(path: Path, repair: bool = False) -> list[dict]:
+def read_records(path: Path, repair: bool = False) -> list[dict]:
     """Complete JSONL records; with ``repair`` a torn last line (killed mid-write) is cut off."""
     if not path.exists():
         return []
@@ -121,7 +121,7 @@ def run_attack(attack: Attack, impl: Any, x: np.ndarray, y: np.ndarray, indices:
     paths["jsonl"].parent.mkdir(parents=True, exist_ok=True)
     paths["adv"].mkdir(parents=True, exist_ok=True)
     paths["meta"].write_text(json.dumps(cfg, indent=1, sort_keys=True, default=str))
-    done = {int(r["index"]) for r in _read_records(paths["jsonl"], repair=True)}
+    done = {int(r["index"]) for r in read_records(paths["jsonl"], repair=True)}
     todo = [int(i) for i in indices if int(i) not in done]
     oracle = Oracle(impl)
     bar = None
@@ -154,7 +154,7 @@ def run_attack(attack: Attack, impl: Any, x: np.ndarray, y: np.ndarray, indices:
                 bar.update(len(idx))
     if bar is not None:
         bar.close()
-    records = _read_records(paths["jsonl"])
+    records = read_records(paths["jsonl"])
     _write_npz(paths, records)
     return records
 
@@ -199,7 +199,7 @@ def load_run(path: str | os.PathLike) -> Run:
     paths = run_paths(path)
     if not paths["jsonl"].exists():
         raise AxlabError(f"{paths['jsonl']}: no such run file")
-    records = _read_records(paths["jsonl"])
+    records = read_records(paths["jsonl"])
     if not records:
         raise AxlabError(f"{paths['jsonl']}: the run holds no attacked image")
     try:

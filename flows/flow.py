@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from hwsim.errors import AxlabError
+from hwsim.fileio import atomic_write
 
 # key -> (type, default); a nested dict spec is a sub-section
 SCHEMA: dict[str, Any] = {
@@ -123,7 +124,9 @@ def load_flow(path: str | Path, sets: list[str] | None = None) -> dict[str, Any]
 
 def any_success(run: Path) -> bool:
     """Whether an attack run (JSONL) has at least one successful adversarial example."""
-    return any(json.loads(line).get("success") for line in run.read_text().splitlines() if line.strip())
+    from attacks.runner import read_records
+
+    return any(r.get("success") for r in read_records(run))
 
 
 def skip_note(path: Path, why: str) -> None:
@@ -167,17 +170,13 @@ class StagedRunner:
         with contextlib.redirect_stdout(buf) if stdout else contextlib.nullcontext():
             rc = main(list(args))
         if stdout:
-            tmp = stdout.with_name(stdout.name + ".tmp")
-            tmp.write_text(buf.getvalue())
-            tmp.replace(stdout)
+            atomic_write(stdout, buf.getvalue())
         if rc:
             raise AxlabError(f"flow stage failed: {line} (exit {rc})")
 
     def done(self, stage: str, info: Any = True) -> None:
         self.state[stage] = info
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=1))
-        tmp.replace(self.state_path)
+        atomic_write(self.state_path, json.dumps(self.state, indent=1))
 
     def run(self) -> Path:
         for stage in self.STAGES:
@@ -253,12 +252,11 @@ class FlowRunner(StagedRunner):
         """(label, implementation args) of the FpNN, the QNN and ``n_designs`` Pareto designs: the
         one export picks (smallest within the accuracy budget), then the most accurate ones."""
         out = [("fp", ["--impl", "fp"]), ("q", ["--impl", "q"])]
-        pareto_file = self.out / "dse" / "pareto.json"
-        if pareto_file.exists() and n_designs:
-            pareto = json.loads(pareto_file.read_text())["pareto"]
+        pareto = self.pareto()
+        if pareto and n_designs:
             budget = (self.flow["export"] or {}).get("max_acc_loss", 1.0)
-            designs = [self.best_design(budget)] + [str(self.out / "dse" / p["design"]) for p in
-                                                    sorted(pareto, key=lambda p: (p["acc_loss"], p["area_um2"]))]
+            designs = [self.best_design(pareto, budget)] + [str(self.out / "dse" / p["design"]) for p in
+                                                            sorted(pareto, key=lambda p: (p["acc_loss"], p["area_um2"]))]
             for design in list(dict.fromkeys(designs))[:n_designs]:
                 out.append((f"ax_{Path(design).stem}", ["--impl", "ax", "--design", design]))
         return out
@@ -302,28 +300,30 @@ class FlowRunner(StagedRunner):
         if not any_success(adv):
             skip_note(self.out / "detect.skipped", f"no successful {cfg['attack']} adversarial example on the FpNN")
             return
-        targets = self._targets(1)
+        specs = self._specs(1)
         args = ["detect", "--model", self.model, "--impl", "fp", "q", "--backend", self.flow["backend"]]
-        if len(targets) > 2:
-            args += ["--spec", self._specs(1)[2]]
+        if len(specs) > 2:
+            args += ["--spec", specs[2]]
         self.axlab(*args, "--clean", self.flow["dataset"], "--n-clean", str(cfg["n_clean"]), "--adv", str(adv),
                    "--out", str(self.out / "detect"), "--seed", str(self.flow["seed"]), "--no-progress")
 
-    def best_design(self, max_acc_loss: float) -> str | None:
-        """The smallest-area Pareto design within ``max_acc_loss`` pp of the QNN (else the most accurate)."""
+    def pareto(self) -> list[dict[str, Any]]:
+        """The DSE's Pareto designs ([] before the DSE stage ran)."""
         pareto_file = self.out / "dse" / "pareto.json"
-        if not pareto_file.exists():
-            return None
-        pareto = json.loads(pareto_file.read_text())["pareto"]
+        return json.loads(pareto_file.read_text())["pareto"] if pareto_file.exists() else []
+
+    def best_design(self, pareto: list[dict[str, Any]], max_acc_loss: float) -> str:
+        """The smallest-area Pareto design within ``max_acc_loss`` pp of the QNN (else the most accurate)."""
         ok = [p for p in pareto if p["acc_loss"] <= max_acc_loss]
         best = min(ok, key=lambda p: (p["area_um2"], p["acc_loss"])) if ok else \
             min(pareto, key=lambda p: (p["acc_loss"], p["area_um2"]))
         return str(self.out / "dse" / best["design"])
 
     def stage_export(self, cfg: dict[str, Any]) -> None:
-        design = self.best_design(cfg["max_acc_loss"])
-        if design is None:
+        pareto = self.pareto()
+        if not pareto:
             return
+        design = self.best_design(pareto, cfg["max_acc_loss"])
         args = ["export", "--model", self.model, "--design", design, "--out", str(self.out / "export"),
                 "--images", str(cfg["images"])] + (["--verify"] if cfg["verify"] else [])
         self.axlab(*args, stdout=self.out / "export.log")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from hwsim.fileio import atomic_write
 from hwsim.tools import cache_dir
 
 # name -> (core kind, parameters); ordered from exact to most approximate
@@ -86,8 +87,5 @@ def builtin_path(name: str) -> Path:
     text = builtin_verilog(name)
     path = cache_dir() / "builtin" / f"{name}.v"
     if not path.exists() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".v.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_write(path, text)
     return path

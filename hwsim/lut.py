@@ -11,6 +11,7 @@ Index convention (fixed, relied on by nn/, attacks/ and the export):
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import zipfile
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from hwsim.errors import AxlabError
+from hwsim.fileio import atomic_write
 
 LUT_FORMAT_VERSION = 1
 
@@ -88,15 +90,11 @@ class Lut:
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (.npz: ``lut`` int32 + ``meta`` JSON) atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = dict(self.meta, name=self.name, bits_a=self.bits_a, bits_b=self.bits_b,
                     signed=self.signed, lut_sha256=self.sha256, format=LUT_FORMAT_VERSION)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, lut=self.table, meta=np.array(json.dumps(meta, sort_keys=True)))
-        tmp.replace(path)
-        return path
+        buf = io.BytesIO()
+        np.savez_compressed(buf, lut=self.table, meta=np.array(json.dumps(meta, sort_keys=True)))
+        return atomic_write(path, buf.getvalue())
 
     @classmethod
     def load(cls, path: str | Path) -> "Lut":

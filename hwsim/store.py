@@ -34,6 +34,7 @@ from hwsim.builtin import builtin_names, builtin_path
 from hwsim.cells import CELLS_VERSION, cell_library_verilog, undefined_cells
 from hwsim.cost import cost_of
 from hwsim.errors import AxlabError, NetlistError
+from hwsim.fileio import atomic_write
 from hwsim.gates import to_signed
 from hwsim.lut import LUT_FORMAT_VERSION, Lut
 from hwsim.metrics import compare_with_header, error_metrics
@@ -206,11 +207,8 @@ def _load_cached(key: str) -> Lut | None:
 
 
 def _remember_name(lut: Lut, key: str) -> None:
-    ptr = cache_dir() / "names" / f"{lut.name}.json"
-    ptr.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ptr.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"key": key, "netlist": lut.meta["provenance"]["netlist_path"]}))
-    tmp.replace(ptr)
+    atomic_write(cache_dir() / "names" / f"{lut.name}.json",
+                 json.dumps({"key": key, "netlist": lut.meta["provenance"]["netlist_path"]}))
 
 
 def build_luts(paths: list[str | Path], sim: str = "verilator", signed: bool | None = None,

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from hwsim.errors import AxlabError
+from hwsim.fileio import atomic_write
 from nn.graph import LAYER_OPS, Graph
 from nn.quant import QuantParams
 
@@ -112,12 +113,8 @@ class ModelBundle:
 
 def save_model(bundle: ModelBundle, path: str | Path) -> Path:
     """Write the model file atomically; its sha256 is ``bundle.sha256``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = bundle.to_bytes()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    path = atomic_write(path, data)
     bundle._sha = hashlib.sha256(data).hexdigest()
     return path
 
