@@ -121,6 +121,7 @@ class SimBA(Attack):
 
 class Square(Attack):
     name = "square"
+    DRAW_BLOCK = 256      # iterations of random draws taken per image at a time
 
     @staticmethod
     def p_schedule(it: int, n_queries: int, p_init: float) -> float:
@@ -146,20 +147,29 @@ class Square(Attack):
         m = margin(log_proba(prob), y)
         done = m < 0
         n_feat = c * h * w
+        rows, cols = np.arange(h), np.arange(w)
+        draws = np.zeros((n, self.DRAW_BLOCK, 2 + c))
         for it in range(1, p["n_queries"]):
             act = np.flatnonzero(~done)
             if act.size == 0:
                 break
+            k = (it - 1) % self.DRAW_BLOCK
+            if k == 0:
+                # each image draws its own uniforms block by block (position, position, one
+                # sign per channel per iteration): results do not depend on the batch
+                for i in act:
+                    draws[i] = rngs[i].random((self.DRAW_BLOCK, 2 + c))
+            u = draws[act, k]
             frac = self.p_schedule(it, p["n_queries"], p["p_init"])
             s = int(min(max(round(np.sqrt(frac * n_feat / c)), 1), h - 1, w - 1))
-            cand = cur[act].copy()
-            for k, i in enumerate(act):
-                r = rngs[i]
-                vh, vw = int(r.integers(0, h - s + 1)), int(r.integers(0, w - s + 1))
-                sgn = r.choice(np.array([-2 * eps, 2 * eps], dtype=np.int16), size=(c, 1, 1))
-                win = cand[k, :, vh:vh + s, vw:vw + s]
-                cand[k, :, vh:vh + s, vw:vw + s] = np.clip(win + sgn, lo[i, :, vh:vh + s, vw:vw + s],
-                                                           hi[i, :, vh:vh + s, vw:vw + s])
+            vh = (u[:, 0] * (h - s + 1)).astype(np.int64)
+            vw = (u[:, 1] * (w - s + 1)).astype(np.int64)
+            sgn = np.where(u[:, 2:] < 0.5, -2 * eps, 2 * eps).astype(np.int16)[:, :, None, None]
+            in_r = (rows >= vh[:, None]) & (rows < vh[:, None] + s)
+            in_c = (cols >= vw[:, None]) & (cols < vw[:, None] + s)
+            square = in_r[:, None, :, None] & in_c[:, None, None, :]        # (k, 1, h, w)
+            base = cur[act]
+            cand = np.where(square, np.clip(base + sgn, lo[act], hi[act]), base)
             pr = oracle.predict_proba(cand.astype(np.uint8), who=act)
             mm = margin(log_proba(pr), y[act])
             better = mm < m[act]

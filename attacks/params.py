@@ -97,6 +97,9 @@ ATTACK_SPECS: dict[str, dict[str, Any]] = {
                 "alpha": Param(1 / 255, help="step, pixel units", **_STEP),
                 "steps": Param(50, int, 1, 10000),
                 "random_start": Param(True, bool),
+                "restarts": Param(1, int, 1, 1000, help="random starts tried per image until one fools"),
+                "loss": Param("ce", str, choices=("ce", "margin"),
+                              help="ascended loss: cross-entropy or logit margin"),
                 "early_stop": Param(True, bool)}},
     "mifgsm": {"kind": "white", "help": "Momentum Iterative FGSM (Dong et al.)", "params": {
         "eps": Param(8 / 255, help="Linf budget, pixel units", **_EPS),
@@ -189,6 +192,9 @@ def _cross_checks(attack: str, p: dict[str, Any]) -> None:
     if attack == "pixle" and p["max_patch"] < p["min_patch"]:
         raise AxlabError(f"parameter max_patch={p['max_patch']} out of range; allowed: "
                          f"min_patch ({p['min_patch']}) <= max_patch <= 4096")
+    if attack == "pgd" and p["restarts"] > 1 and not p["random_start"]:
+        raise AxlabError(f"parameter restarts={p['restarts']} needs random_start=1 (without a "
+                         "random start every restart repeats the same steps)")
     if attack == "ipixels":
         if p["Omega"] < p["omega"]:
             raise AxlabError(f"parameter Omega={p['Omega']} out of range; allowed: "

@@ -14,8 +14,9 @@ Files of a run ``RUN.jsonl`` (paths derived by :func:`run_paths`):
 * ``RUN.npz``: all images of the finished run (``index``, ``label``, ``success``, ``clean``,
   ``adv``), rewritten at the end of every (possibly resumed) run.
 
-A rerun with the same output skips finished images; a killed run loses at most the batch in
-flight (``batch`` images, default 1). Results do not depend on resuming: every image's random
+A run holds an exclusive lock on ``RUN.jsonl`` while it writes: a second process on the same
+output is refused at once. A rerun with the same output skips finished images; a killed run
+loses at most the batch in flight (``batch`` images, default 1). Results do not depend on resuming: every image's random
 stream is seeded from (seed, dataset index).
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from attacks.base import Attack, image_rngs
 from attacks.metrics import image_metrics
 from attacks.oracle import Oracle, check_images
 from hwsim.errors import AxlabError
+from hwsim.fileio import exclusive
 
 META_KEYS = ("attack", "params", "seed", "impl")     # must match to resume
 
@@ -107,10 +109,17 @@ def run_attack(attack: Attack, impl: Any, x: np.ndarray, y: np.ndarray, indices:
     """
     check_images(x, "dataset images")
     paths = run_paths(out)
+    with exclusive(paths["jsonl"], f"attack run {paths['jsonl']}"):
+        return _run_locked(attack, impl, x, y, indices, paths, seed, batch, meta, progress)
+
+
+def _run_locked(attack: Attack, impl: Any, x: np.ndarray, y: np.ndarray, indices: Iterable[int],
+                paths: dict[str, Path], seed: int, batch: int, meta: dict[str, Any] | None,
+                progress: bool) -> list[dict]:
     cfg = {"attack": attack.name, "params": attack.params, "seed": int(seed),
            "impl": getattr(impl, "name", "?")}
     cfg.update({k: v for k, v in (meta or {}).items() if k not in cfg})
-    if paths["meta"].exists() and paths["jsonl"].exists():
+    if paths["meta"].exists() and paths["jsonl"].stat().st_size:
         old = json.loads(paths["meta"].read_text())
         diff = [k for k in META_KEYS if json.dumps(old.get(k), sort_keys=True)
                 != json.dumps(cfg.get(k), sort_keys=True)]

@@ -16,6 +16,9 @@ DeepFool (Moosavi-Dezfooli et al. 2016; multi-class linearisation, overshoot app
 accumulated perturbation). With ``early_stop`` (default), BIM/PGD/MI-FGSM query the oracle
 after every step and keep an image's first misclassified iterate (one query per step).
 ``grads`` counts surrogate forward/backward rounds per image (DeepFool: one Jacobian = one round).
+PGD also takes ``restarts`` (new random starts for the images not yet fooled, Madry et al.) and
+``loss=margin`` (ascend max_{j != y} z_j - z_y instead of the cross-entropy, which saturates on
+confident predictions); together they are the strong PGD used to check a low success rate.
 """
 from __future__ import annotations
 
@@ -32,13 +35,20 @@ def _torch():
     return torch
 
 
-def _loss_grad(model, z255, y):
-    """d CE / d x for images z255 (n, C, H, W) float in [0, 255]; gradient w.r.t. x in [0, 1]."""
+def _loss_grad(model, z255, y, loss: str = "ce"):
+    """Gradient w.r.t. x in [0, 1] of the loss the attack ascends, for images z255 (n, C, H, W)
+    float in [0, 255]. ``ce``: cross-entropy; ``margin``: max_{j != y} z_j - z_y on the logits
+    (Carlini-Wagner's margin; it does not saturate when the softmax does)."""
     torch = _torch()
     xt = (z255 / 255.0).detach().requires_grad_(True)
     logits = model(xt)
-    loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
-    (g,) = torch.autograd.grad(loss, xt)
+    if loss == "margin":
+        true = logits.gather(1, y[:, None])[:, 0]
+        other = logits.masked_fill(torch.nn.functional.one_hot(y, logits.shape[1]).bool(), -torch.inf)
+        value = (other.max(1).values - true).sum()
+    else:
+        value = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+    (g,) = torch.autograd.grad(value, xt)
     return g
 
 
@@ -77,34 +87,49 @@ class _IterativeLinf(Attack):
         eps = float(_eps_steps(p["eps"]))
         alpha = p["alpha"] * 255.0
         early = p.get("early_stop", False)
-        z = x0.clone()
-        if self.random_start and p.get("random_start", True):
-            noise = np.stack([r.integers(-int(eps), int(eps) + 1, size=x.shape[1:]) for r in rngs])
-            z = (x0 + torch.tensor(noise, dtype=torch.float32)).clamp(0, 255)
+        loss = p.get("loss", "ce")
+        rounds = p.get("restarts", 1) if self.random_start else 1
         mom = torch.zeros_like(x0)
         n = len(x)
         grads = np.zeros(n, dtype=np.int64)
         done = np.zeros(n, dtype=bool)
         adv = np.array(x, copy=True)
-        for _ in range(p["steps"]):
-            act = np.flatnonzero(~done)
-            if act.size == 0:
+        z = x0.clone()
+        for rnd in range(rounds):
+            todo = np.flatnonzero(~done)
+            if todo.size == 0:
                 break
-            ai = torch.tensor(act)
-            g = _loss_grad(model, z[ai], yt[ai])
-            grads[act] += 1
-            if self.momentum:
-                g = g / g.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-                mom[ai] = p["decay"] * mom[ai] + g
-                g = mom[ai]
-            za = z[ai] + alpha * g.sign()
-            za = torch.max(torch.min(za, x0[ai] + eps), x0[ai] - eps).clamp(0, 255)
-            z[ai] = za
-            if early:
-                cand = _u8(za)
-                fooled = oracle.predict(cand, who=act) != y[act]
-                adv[act[fooled]] = cand[fooled]
-                done[act[fooled]] = True
+            if self.random_start and p.get("random_start", True):
+                # each restart draws a new start from the image's own stream
+                noise = np.stack([rngs[i].integers(-int(eps), int(eps) + 1, size=x.shape[1:]) for i in todo])
+                ti = torch.tensor(todo)
+                z[ti] = (x0[ti] + torch.tensor(noise, dtype=torch.float32)).clamp(0, 255)
+            for _ in range(p["steps"]):
+                act = np.flatnonzero(~done)
+                if act.size == 0:
+                    break
+                ai = torch.tensor(act)
+                g = _loss_grad(model, z[ai], yt[ai], loss)
+                grads[act] += 1
+                if self.momentum:
+                    g = g / g.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+                    mom[ai] = p["decay"] * mom[ai] + g
+                    g = mom[ai]
+                za = z[ai] + alpha * g.sign()
+                za = torch.max(torch.min(za, x0[ai] + eps), x0[ai] - eps).clamp(0, 255)
+                z[ai] = za
+                if early:
+                    cand = _u8(za)
+                    fooled = oracle.predict(cand, who=act) != y[act]
+                    adv[act[fooled]] = cand[fooled]
+                    done[act[fooled]] = True
+            rest = np.flatnonzero(~done)
+            if rest.size and rnd < rounds - 1 and not early:
+                # without early stop a restart needs to know which images are still correct
+                cand = _u8(z[torch.tensor(rest)])
+                fooled = oracle.predict(cand, who=rest) != y[rest]
+                adv[rest[fooled]] = cand[fooled]
+                done[rest[fooled]] = True
         rest = np.flatnonzero(~done)
         if rest.size:
             adv[rest] = _u8(z[torch.tensor(rest)])

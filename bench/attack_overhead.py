@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name, params, batch in (
             ("onepixel", {"max_pixels": 1, "popsize": 80, "generations": 15}, 80 * args.n),
-            ("square", {"eps": 8 / 255, "n_queries": 150}, args.n)):
+            ("square", {"eps": 8 / 255, "n_queries": 600}, args.n)):
         atk = make_attack(name, params)
         o = Oracle(impl)
         t0 = time.perf_counter()

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from hwsim.errors import AxlabError
-from hwsim.fileio import atomic_write
+from hwsim.fileio import atomic_write, exclusive
 
 # key -> (type, default); a nested dict spec is a sub-section
 SCHEMA: dict[str, Any] = {
@@ -179,6 +179,13 @@ class StagedRunner:
         atomic_write(self.state_path, json.dumps(self.state, indent=1))
 
     def run(self) -> Path:
+        """Run the unfinished stages; one process per output folder at a time."""
+        with exclusive(self.out / ".flow.lock", f"flow folder {self.out}"):
+            # state as the last writer left it (another process may have run since __init__)
+            self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+            return self._run_stages()
+
+    def _run_stages(self) -> Path:
         for stage in self.STAGES:
             if self.flow.get(stage) is None:
                 continue

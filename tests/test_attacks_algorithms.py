@@ -163,3 +163,37 @@ def test_npixels_uses_feature_maps_of_functional_graphs(data):
     a, _ = _run("npixels", impl, x[:2], y[:2], idx[:2])
     b, _ = _run("npixels", F(), x[:2], y[:2], idx[:2])
     assert np.array_equal(a.adv, b.adv) and a.extra == b.extra
+
+
+def test_pgd_restarts_extend_the_first_round(data):
+    """Round 0 of a restarted PGD is the plain PGD run; unfooled images get every round."""
+    impl, x, y, idx = data
+    base = {"eps": 40 / 255, "steps": 4, "alpha": 4 / 255}    # fools some images, not all
+    one, _ = _run("pgd", impl, x, y, idx, base)
+    many, o = _run("pgd", impl, x, y, idx, {**base, "restarts": 3})
+    f1 = impl.predict_proba(one.adv).argmax(1) != y
+    f3 = impl.predict_proba(many.adv).argmax(1) != y
+    assert (f3 | ~f1).all(), "an image fooled by the first round must stay fooled"
+    assert np.array_equal(many.adv[f1], one.adv[f1])
+    assert f1.any() and not f3.all()
+    assert (many.grads[~f3] == 3 * 4).all() and (many.grads <= 3 * 4).all()
+    assert np.abs(many.adv.astype(int) - x).max() <= 40
+    again, _ = _run("pgd", impl, x, y, idx, {**base, "restarts": 3})
+    assert np.array_equal(many.adv, again.adv)
+
+
+def test_margin_loss_gradient(data):
+    """The margin loss ascends max_{j != y} z_j - z_y: its gradient is that logit difference's."""
+    from attacks.whitebox import _loss_grad
+    impl, x, y, _ = data
+    model = Oracle(impl).surrogate()
+    z = torch.tensor(x, dtype=torch.float32)
+    g = _loss_grad(model, z, torch.tensor(y), "margin")
+    for i in range(len(x)):
+        xi = (z[i:i + 1] / 255).requires_grad_(True)
+        logits = model(xi)[0]
+        other = [j for j in range(len(logits)) if j != y[i]]
+        j = other[int(logits[other].argmax())]
+        (gi,) = torch.autograd.grad(logits[j] - logits[y[i]], xi)
+        assert torch.allclose(g[i], gi[0], atol=1e-6)
+    assert not torch.allclose(g, _loss_grad(model, z, torch.tensor(y), "ce"))

@@ -66,6 +66,10 @@ def test_param_parsing_and_errors():
         resolve_params("onepixel", {"pixels": 3, "max_pixels": 2})
     with pytest.raises(AxlabError, match=r"Omega=5 out of range"):
         resolve_params("ipixels", {"omega": 10, "Omega": 5})
+    with pytest.raises(AxlabError, match=r"loss='hinge' not allowed; allowed: loss in \{ce, margin\}"):
+        resolve_params("pgd", {"loss": "hinge"})
+    with pytest.raises(AxlabError, match=r"restarts=3 needs random_start=1"):
+        resolve_params("pgd", {"restarts": "3", "random_start": "0"})
     with pytest.raises(AxlabError, match="KEY=VALUE"):
         parse_kv(["eps"])
 

@@ -96,6 +96,20 @@ def test_resume_skips_finished_and_refuses_other_config(setup, tmp_path):
         run_attack(make_attack("fgsm"), impl, x, y, idx, out, seed=1)
 
 
+def _slow_run_in_subprocess(out: Path, n: int, seed: int, lines: int) -> subprocess.Popen:
+    """Start a slowed-down attack run (tests/attacks_fixtures.py) in a real process; return once
+    it has written ``lines`` records (or ended)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "attacks_fixtures.py"), str(out),
+                             str(n), str(seed), "0.03"], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and out.read_bytes().count(b"\n") >= lines:
+            break
+        time.sleep(0.01)
+    return proc
+
+
 def test_torn_last_line_is_dropped(setup, tmp_path):
     impl, x, y, idx = setup
     out = tmp_path / "r.jsonl"
@@ -107,23 +121,13 @@ def test_torn_last_line_is_dropped(setup, tmp_path):
     assert [r["index"] for r in recs] == idx.tolist()
 
 
-def test_resume_after_sigkill(setup, tmp_path):
+def test_resume_after_sigkill(tmp_path):
     """A real subprocess killed with SIGKILL mid-run; the rerun completes without duplicates
     and gives exactly the records of an uninterrupted run."""
-    impl, x, y, _ = setup
     out = tmp_path / "killed.jsonl"
     n, seed = 8, 5
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "attacks_fixtures.py"), str(out),
-                             str(n), str(seed), "0.03"], env=env)
+    proc = _slow_run_in_subprocess(out, n, seed, lines=2)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if out.exists() and out.read_bytes().count(b"\n") >= 2:
-                break
-            if proc.poll() is not None:
-                break
-            time.sleep(0.01)
         assert proc.poll() is None, "the run finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
@@ -141,6 +145,27 @@ def test_resume_after_sigkill(setup, tmp_path):
     assert np.array_equal(load_run(out).adv[np.argsort([r["index"] for r in got])],
                           load_run(tmp_path / "ref.jsonl").adv[np.argsort([r["index"] for r in ref])])
 
+
+
+def test_second_writer_is_refused_and_a_kill_frees_the_run(tmp_path):
+    """Two processes on one output would interleave duplicate records: the second is refused
+    while the first runs; once the first is killed the run resumes without duplicates."""
+    out = tmp_path / "busy.jsonl"
+    n, seed = 8, 5
+    proc = _slow_run_in_subprocess(out, n, seed, lines=1)
+    try:
+        assert proc.poll() is None, "the run finished before the second writer started"
+        from attacks_fixtures import _main
+        with pytest.raises(AxlabError, match="being written by another process"):
+            _main([str(out), str(n), str(seed), "0"])
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _main([str(out), str(n), str(seed), "0"])
+    got = _lines(out)
+    assert len({r["index"] for r in got}) == len(got) == n
 
 def test_transfer_matrix_and_ensemble(setup, tmp_path):
     impl, x, y, idx = setup

@@ -160,3 +160,16 @@ def test_report_from_a_dse_run(env):
     empty.mkdir(exist_ok=True)
     with pytest.raises(AxlabError, match="nothing to report"):
         write_report(empty)
+
+
+def test_flow_folder_takes_one_runner_at_a_time(tmp_path):
+    """A second `axlab run` into a folder in use is refused (its stages would interleave)."""
+    from flows.flow import StagedRunner
+    from hwsim.fileio import exclusive
+
+    runner = StagedRunner({}, tmp_path)
+    with exclusive(tmp_path / ".flow.lock", "another runner"):
+        with pytest.raises(AxlabError, match="flow folder .* another process"):
+            runner.run()
+    assert runner.run() == tmp_path          # free again once the holder is gone
+    assert json.loads((tmp_path / "flow_state.json").read_text())["report"] is True
