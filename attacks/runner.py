@@ -21,6 +21,7 @@ stream is seeded from (seed, dataset index).
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import statistics
@@ -34,7 +35,7 @@ from attacks.base import Attack, image_rngs
 from attacks.metrics import image_metrics
 from attacks.oracle import Oracle, check_images
 from hwsim.errors import AxlabError
-from hwsim.fileio import exclusive
+from hwsim.fileio import atomic_write, exclusive
 
 META_KEYS = ("attack", "params", "seed", "impl")     # must match to resume
 
@@ -151,10 +152,9 @@ def _run_locked(attack: Attack, impl: Any, x: np.ndarray, y: np.ndarray, indices
                        **image_metrics(xb[k], res.adv[k]), "adv_label": int(adv_label[k])}
                 if res.extra:
                     rec.update({kk: _jsonable(v) for kk, v in res.extra[k].items()})
-                img_path = paths["adv"] / f"{int(i)}.npy"
-                tmp = img_path.with_suffix(".tmp.npy")
-                np.save(tmp, np.stack([xb[k], res.adv[k]]))
-                os.replace(tmp, img_path)
+                buf = io.BytesIO()
+                np.save(buf, np.stack([xb[k], res.adv[k]]))
+                atomic_write(paths["adv"] / f"{int(i)}.npy", buf.getvalue())
                 line = (json.dumps({k2: _jsonable(v) for k2, v in rec.items()}) + "\n").encode()
                 fh.write(line)
                 fh.flush()
@@ -172,12 +172,12 @@ def _write_npz(paths: dict[str, Path], records: list[dict]) -> None:
     if not records:
         return
     imgs = np.stack([np.load(paths["adv"] / f"{r['index']}.npy") for r in records])
-    tmp = paths["npz"].with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, index=np.array([r["index"] for r in records], dtype=np.int64),
+    buf = io.BytesIO()
+    np.savez_compressed(buf, index=np.array([r["index"] for r in records], dtype=np.int64),
                         label=np.array([r["label"] for r in records], dtype=np.int64),
                         success=np.array([r["success"] for r in records], dtype=bool),
                         clean=imgs[:, 0], adv=imgs[:, 1])
-    os.replace(tmp, paths["npz"])
+    atomic_write(paths["npz"], buf.getvalue())
 
 
 @dataclass

@@ -95,6 +95,14 @@ class _IterativeLinf(Attack):
         done = np.zeros(n, dtype=bool)
         adv = np.array(x, copy=True)
         z = x0.clone()
+
+        def settle(idx: np.ndarray) -> None:
+            """Query the oracle on the current iterates of ``idx``; keep and finish the fooled."""
+            cand = _u8(z[torch.tensor(idx)])
+            fooled = oracle.predict(cand, who=idx) != y[idx]
+            adv[idx[fooled]] = cand[fooled]
+            done[idx[fooled]] = True
+
         for rnd in range(rounds):
             todo = np.flatnonzero(~done)
             if todo.size == 0:
@@ -119,17 +127,10 @@ class _IterativeLinf(Attack):
                 za = torch.max(torch.min(za, x0[ai] + eps), x0[ai] - eps).clamp(0, 255)
                 z[ai] = za
                 if early:
-                    cand = _u8(za)
-                    fooled = oracle.predict(cand, who=act) != y[act]
-                    adv[act[fooled]] = cand[fooled]
-                    done[act[fooled]] = True
+                    settle(act)
             rest = np.flatnonzero(~done)
             if rest.size and rnd < rounds - 1 and not early:
-                # without early stop a restart needs to know which images are still correct
-                cand = _u8(z[torch.tensor(rest)])
-                fooled = oracle.predict(cand, who=rest) != y[rest]
-                adv[rest[fooled]] = cand[fooled]
-                done[rest[fooled]] = True
+                settle(rest)    # without early stop a restart needs to know which images still hold
         rest = np.flatnonzero(~done)
         if rest.size:
             adv[rest] = _u8(z[torch.tensor(rest)])

@@ -153,7 +153,7 @@ class StagedRunner:
         self.flow, self.out, self.progress = flow, Path(out), progress
         self.out.mkdir(parents=True, exist_ok=True)
         self.state_path = self.out / "flow_state.json"
-        self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        self.state: dict[str, Any] = {}       # read in run(), under the folder's lock
 
     def axlab(self, *args: str, stdout: Path | None = None) -> None:
         """Run an axlab command in-process, logging its command line to commands.sh."""
@@ -181,9 +181,12 @@ class StagedRunner:
     def run(self) -> Path:
         """Run the unfinished stages; one process per output folder at a time."""
         with exclusive(self.out / ".flow.lock", f"flow folder {self.out}"):
-            # state as the last writer left it (another process may have run since __init__)
             self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+            self.prepare()
             return self._run_stages()
+
+    def prepare(self) -> None:
+        """Files a flow writes before its stages (called under the folder's lock)."""
 
     def _run_stages(self) -> Path:
         for stage in self.STAGES:

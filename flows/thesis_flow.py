@@ -27,6 +27,7 @@ from typing import Any
 
 from flows.flow import StagedRunner, any_success, skip_note
 from hwsim.errors import AxlabError
+from hwsim.fileio import atomic_write
 
 THESIS_SCHEMA: dict[str, Any] = {
     "kind": (str, "thesis"),
@@ -71,12 +72,15 @@ class ThesisRunner(StagedRunner):
             raise AxlabError(f"{flow['_path']}: networks: at least one network is needed")
         self.mults = self._multipliers()
         self.ax = [self._find(m) for m in flow["attacks"]["ax"]] if flow["attacks"] else []
-        (self.out / "thesis.json").write_text(json.dumps(
+
+    def prepare(self) -> None:
+        """thesis.json: what the report needs to lay out the tables."""
+        atomic_write(self.out / "thesis.json", json.dumps(
             {"networks": [n["model"] for n in self.nets], "multipliers": self.mults,
-             "ax": self.ax, "attacks": flow["attacks"]["list"] if flow["attacks"] else [],
-             "cross_attack": (flow["cross"] or {}).get("attack"),
-             "detect_attacks": (flow["detect"] or {}).get("attacks", []),
-             "reference": flow["reference"]}, indent=1))
+             "ax": self.ax, "attacks": self.flow["attacks"]["list"] if self.flow["attacks"] else [],
+             "cross_attack": (self.flow["cross"] or {}).get("attack"),
+             "detect_attacks": (self.flow["detect"] or {}).get("attacks", []),
+             "reference": self.flow["reference"]}, indent=1))
 
     # -- set-up ---------------------------------------------------------------------------------
     def _multipliers(self) -> list[str]:
