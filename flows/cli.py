@@ -17,7 +17,9 @@ COMMAND_MODULES = ["flows.cmd_lut", "flows.cmd_nn", "flows.cmd_attacks", "flows.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from flows.cliargs import AxlabArgumentParser
+
+    parser = AxlabArgumentParser(
         prog="axlab",
         description="Approximate-computing and adversarial-robustness co-design toolkit.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -34,14 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a refused option (one line already printed)
+        return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         rc = args.func(args)
     except AxlabError as exc:
-        print(f"axlab: {exc}", file=sys.stderr)
+        print(f"axlab: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("axlab: interrupted", file=sys.stderr)

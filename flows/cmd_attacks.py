@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from attacks.params import ATTACK_NAMES, params_help
+from flows.cliargs import int_range, out_dir, out_file, positive_int, seed_int
 from hwsim.errors import AxlabError
 
 SPEC_HELP = """\
@@ -42,11 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="attack parameter (repeatable)")
     p.add_argument("--dataset", default="digits", help="digits (default) or cifar10[:PATH]")
     p.add_argument("--split", default="test")
-    p.add_argument("--data-seed", type=int, default=0, help="dataset split seed (default 0)")
-    p.add_argument("--n", type=int, default=100, help="number of images to attack (default 100)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="RUN.jsonl")
-    p.add_argument("--batch", type=int, default=1,
+    p.add_argument("--data-seed", type=seed_int, default=0, help="dataset split seed (default 0)")
+    p.add_argument("--n", type=positive_int, default=100, help="number of images to attack (default 100)")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--out", type=out_file, required=True, help="RUN.jsonl")
+    p.add_argument("--batch", type=positive_int, default=1,
                    help="images attacked together (default 1: a kill loses at most 1 image)")
     p.add_argument("--study", nargs="+", metavar="SPEC",
                    help="implementations under study for the evasion protocol (default: the "
@@ -65,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "and transfer.png into DIR.", epilog=SPEC_HELP)
     t.add_argument("runs", nargs="+", metavar="RUN.jsonl")
     t.add_argument("--to", nargs="+", required=True, metavar="SPEC")
-    t.add_argument("--out", required=True, metavar="DIR")
+    t.add_argument("--out", type=out_dir, required=True, metavar="DIR")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_transfer)
 
@@ -86,10 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--clean", default="run",
                    help="clean images: 'run' (the originals of --adv's images, default) or a "
                         "dataset spec (its test images not in the run)")
-    d.add_argument("--n-clean", type=int, default=200, help="clean images from a dataset")
+    d.add_argument("--n-clean", type=int_range(2), default=200, help="clean images from a dataset")
     d.add_argument("--adv", required=True, metavar="RUN.jsonl")
-    d.add_argument("--out", required=True, metavar="DIR")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", type=out_dir, required=True, metavar="DIR")
+    d.add_argument("--seed", type=seed_int, default=0)
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_detect)
 

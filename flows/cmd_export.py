@@ -6,15 +6,17 @@ import argparse
 import json
 import time
 
+from flows.cliargs import int_range, out_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a design to synthesizable Verilog (+ RTL co-simulation)")
     p.add_argument("--model", required=True, help="model file")
     p.add_argument("--design", required=True, help="design.json (one multiplier netlist per layer)")
-    p.add_argument("--out", required=True, help="output folder (written atomically; an older export is replaced)")
-    p.add_argument("--images", type=int, default=20,
+    p.add_argument("--out", type=out_dir, required=True, help="output folder (written atomically; an older export is replaced)")
+    p.add_argument("--images", type=int_range(1, 10000), default=20,
                    help="test images stored for the test bench and simulated by --verify (default 20)")
-    p.add_argument("--lanes", type=int, default=8,
+    p.add_argument("--lanes", type=int_range(1, 256), default=8,
                    help="multipliers of the busiest layer (others get as many as keep pace; default 8)")
     p.add_argument("--verify", action="store_true",
                    help="run the cocotb/Verilator test bench: RTL logits must equal the simulator's bit for bit")

@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from flows.cliargs import finite_float, in_dir, int_range, nonneg_int, out_dir, out_file, positive_int, seed_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("dse", help="NSGA-II design-space exploration over per-layer multipliers")
@@ -14,33 +16,33 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="'builtin', a folder of netlists, or comma-separated specs (default builtin)")
     d.add_argument("--objectives", default="area,accuracy,robustness",
                    help="comma-separated subset of area,power,accuracy,robustness")
-    d.add_argument("--max-acc-loss", type=float, default=None, help="constraint, percentage points")
-    d.add_argument("--pop", type=int, default=16, help="population size")
-    d.add_argument("--gens", type=int, default=6, help="generations")
-    d.add_argument("--val-images", type=int, default=300)
-    d.add_argument("--probe-images", type=int, default=12)
+    d.add_argument("--max-acc-loss", type=finite_float(0, 100), default=None, help="constraint, percentage points")
+    d.add_argument("--pop", type=int_range(2), default=16, help="population size")
+    d.add_argument("--gens", type=positive_int, default=6, help="generations")
+    d.add_argument("--val-images", type=positive_int, default=300)
+    d.add_argument("--probe-images", type=nonneg_int, default=12)
     d.add_argument("--attack", default="square", help="fast black-box attack of the robustness objective")
     d.add_argument("--param", nargs="+", default=[], metavar="K=V", help="attack parameters")
     d.add_argument("--backend", default="numba", choices=["torch", "numba", "cuda"])
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=seed_int, default=0)
     d.add_argument("--executor", default="local", choices=["local", "dask"])
     d.add_argument("--scheduler", default=None, help="Dask scheduler address (with --executor dask)")
-    d.add_argument("--workers", type=int, default=2, help="local worker processes")
-    d.add_argument("--store", default=None, help="evaluation store (default OUT/evals.sqlite)")
-    d.add_argument("--out", required=True, help="run folder")
+    d.add_argument("--workers", type=positive_int, default=2, help="local worker processes")
+    d.add_argument("--store", type=out_file, default=None, help="evaluation store (default OUT/evals.sqlite)")
+    d.add_argument("--out", type=out_dir, required=True, help="run folder")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_dse)
 
     r = sub.add_parser("run", help="run a flow file (YAML): LUTs -> train -> DSE -> attacks -> report")
     r.add_argument("flow", help="flow file, e.g. flows/quickstart.yaml")
-    r.add_argument("--out", default=None, help="run folder (default runs/<flow name>)")
+    r.add_argument("--out", type=out_dir, default=None, help="run folder (default runs/<flow name>)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="override a flow-file key (dotted path, YAML value), e.g. dse.generations=2; repeatable")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write report.md and report.html for a run folder")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", type=in_dir)
     p.add_argument("--title", default=None)
     p.set_defaults(func=cmd_report)
 

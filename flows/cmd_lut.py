@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from flows.cliargs import int_range, out_dir, positive_int, safe_name, seed_int
+
 SIM_CHOICES = ["verilator", "icarus", "gates"]
 
 
@@ -22,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         sg.add_argument("--signed", dest="signed", action="store_const", const=True, default=None,
                         help="override signedness (default: from the mulNs/mulNu module name)")
         sg.add_argument("--unsigned", dest="signed", action="store_const", const=False)
-        p.add_argument("--jobs", type=int, default=None, help="parallel simulations (default: CPU count)")
+        p.add_argument("--jobs", type=positive_int, default=None, help="parallel simulations (default: CPU count)")
         p.add_argument("--allow-non-multiplier", action="store_true",
                        help="build LUTs of circuits that are not n x m -> n+m multipliers (e.g. adders)")
 
@@ -34,11 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = lsub.add_parser("build", help="build exhaustive LUTs (.npz) for every netlist found")
     common(p, True)
-    p.add_argument("--out", type=Path, default=None, help="also write DIR/<module>.npz for each netlist")
-    p.add_argument("--sampled", type=int, default=None, metavar="N",
+    p.add_argument("--out", type=lambda t: Path(out_dir(t)), default=None, help="also write DIR/<module>.npz for each netlist")
+    p.add_argument("--sampled", type=positive_int, default=None, metavar="N",
                    help="sampled mode for wide multipliers: N random operand pairs (written as <module>.sampled.npz)")
-    p.add_argument("--seed", type=int, default=0, help="seed of sampled mode")
-    p.add_argument("--max-pairs-log2", type=int, default=24,
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of sampled mode")
+    p.add_argument("--max-pairs-log2", type=int_range(1, 32), default=24,
                    help="exhaustive mode limit: at most 2^K operand pairs (default 24)")
     p.add_argument("--no-cache", action="store_true", help="rebuild even when the store has the LUT")
     p.set_defaults(func=cmd_build)
@@ -49,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_verify)
 
     p = lsub.add_parser("fetch-evoapprox", help="download EvoApproxLib (needs network), check and index it")
-    p.add_argument("--tag", default="v2022", help="git tag of the library (default v2022)")
-    p.add_argument("--dest", type=Path, default=None, help="where to unpack (default: <cache>/evoapprox/<tag>)")
+    p.add_argument("--tag", type=safe_name, default="v2022", help="git tag of the library (default v2022)")
+    p.add_argument("--dest", type=lambda t: Path(out_dir(t)), default=None, help="where to unpack (default: <cache>/evoapprox/<tag>)")
     p.set_defaults(func=cmd_fetch)
 
     lut.set_defaults(func=lambda args: (lut.print_help(), 2)[1])

@@ -6,29 +6,31 @@ import json
 import sys
 import time
 
+from flows.cliargs import finite_float, nonempty_str, nonneg_int, out_dir, out_file, positive_int, seed_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="datasets (fetch CIFAR-10)")
     dsub = p.add_subparsers(dest="data_cmd", metavar="ACTION")
     f = dsub.add_parser("fetch", help="download a dataset (md5 checked)")
     f.add_argument("name", choices=["cifar10"])
-    f.add_argument("--dir", default=None, help="destination folder (default $AXLAB_DATA or ~/.cache/axlab/data)")
+    f.add_argument("--dir", type=out_dir, default=None, help="destination folder (default $AXLAB_DATA or ~/.cache/axlab/data)")
     f.set_defaults(func=_fetch)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
     t = sub.add_parser("train", help="train a CNN (float, optionally QAT) and write a model file")
     t.add_argument("--model", required=True, choices=["minnet", "resnet8", "resnet24"])
-    t.add_argument("--dataset", default="digits", help="digits | cifar10[:PATH] | cifar10-thesis[:PATH]")
-    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--dataset", type=nonempty_str, default="digits", help="digits | cifar10[:PATH] | cifar10-thesis[:PATH]")
+    t.add_argument("--epochs", type=positive_int, default=20)
     t.add_argument("--qat", action="store_true", help="finish with quantisation-aware training epochs")
-    t.add_argument("--qat-epochs", type=int, default=None, help="QAT epochs out of --epochs (default epochs//4)")
-    t.add_argument("--batch", type=int, default=32)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=None,
+    t.add_argument("--qat-epochs", type=nonneg_int, default=None, help="QAT epochs out of --epochs (default epochs//4)")
+    t.add_argument("--batch", type=positive_int, default=32)
+    t.add_argument("--lr", type=finite_float(0, 10, lo_open=True), default=2e-3)
+    t.add_argument("--seed", type=seed_int, default=0)
+    t.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads while training (default: 1 for minnet, whose batch-32 steps are too "
                         "small to gain from more; all cores otherwise)")
-    t.add_argument("--out", required=True, help="model file to write (safetensors)")
+    t.add_argument("--out", type=out_file, required=True, help="model file to write (safetensors)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="accuracy of a model as fp, QNN (q) or AxNN (ax)")
@@ -41,9 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--multiplier", help="one multiplier in every layer: LUT .npz, netlist .v or store name")
     e.add_argument("--backend", default="numba", choices=["torch", "numba", "cuda"])
     e.add_argument("--no-lowrank", action="store_true", help="numba: always use the gather kernel")
-    e.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    e.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images")
     e.add_argument("--json", action="store_true", help="print a JSON object")
-    e.add_argument("--logits", help="save the raw output tensor (.npy; int codes for q/ax)")
+    e.add_argument("--logits", type=out_file, help="save the raw output tensor (.npy; int codes for q/ax)")
     e.add_argument("--agreement", action="store_true",
                    help="impl q: also report the QNN's agreement with the fake-quant network (fq_agreement)")
     e.set_defaults(func=_eval)
@@ -54,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--multiplier", help="the same multiplier in every approximable layer")
     g.add_argument("--multipliers", help="comma-separated, one per approximable layer in network order")
     d.add_argument("--name", default=None, help="design name (default: from the multipliers)")
-    d.add_argument("--out", required=True)
+    d.add_argument("--out", type=out_file, required=True, help="design.json to write")
     d.set_defaults(func=_design)
 
 
@@ -68,8 +70,11 @@ def _fetch(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from nn.api import fq_agreement, load_dataset, load_implementation, save_model
+    from hwsim.errors import AxlabError
     from nn.train import train
 
+    if args.qat_epochs is not None and (args.qat_epochs > args.epochs or not args.qat):
+        raise AxlabError(f"--qat-epochs {args.qat_epochs}: needs --qat and at most --epochs ({args.epochs}) epochs")
     t0 = time.time()
     bundle = train(args.model, args.dataset, args.epochs, qat=args.qat, seed=args.seed,
                    qat_epochs=args.qat_epochs, batch=args.batch, lr=args.lr,

@@ -64,7 +64,7 @@ def test_bad_input_one_line_errors(model, capsys):
                        (["--attack", "pgd", "--param", "bogus=1"], "unknown parameter 'bogus'"),
                        (["--attack", "pgd", "--param", "eps=3"], "allowed: 0 < eps <= 1"),
                        (["--attack", "pgd", "--impl", "ax"], "--impl ax needs --design"),
-                       (["--attack", "fgsm", "--n", "0"], "--n 0 out of range")):
+                       (["--attack", "fgsm", "--n", "0"], "--n: must be an integer >= 1")):
         assert main(base + extra) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("axlab: ") and msg in err and len(err.splitlines()) == 1
