@@ -14,6 +14,7 @@ import numpy as np
 from hwsim.errors import AxlabError
 from hwsim.fileio import atomic_write
 from nn.graph import LAYER_OPS, Graph
+from nn.graph_check import check_graph, check_graph_json, check_quant
 from nn.quant import QuantParams
 
 FORMAT = "axlab-model/1"
@@ -76,43 +77,71 @@ class ModelBundle:
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str = "<bytes>") -> "ModelBundle":
+        """Parse and fully validate a model file's bytes (see :mod:`nn.graph_check`): any
+        problem raises one AxlabError line naming ``where`` and the node/tensor/key."""
         from safetensors.numpy import load
 
         try:
             (hlen,) = struct.unpack("<Q", data[:8])
             header = json.loads(data[8:8 + hlen])
             meta = json.loads(header["__metadata__"]["axlab"])
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"format {meta.get('format')!r}")
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                raise ValueError(f"format {meta.get('format') if isinstance(meta, dict) else meta!r}")
             t = load(data)
-            graph_json = meta["graph"]
-            fp = {k[3:]: v for k, v in t.items() if k.startswith("fp.")}
-            qat = {k[4:]: v for k, v in t.items() if k.startswith("qat.")}
-            graph = Graph.from_json(graph_json, fp)
-            qp = QuantParams()
-            for k, v in t.items():
-                if k.startswith("q.act."):
-                    qp.act[k[6:]] = (float(v[0]), int(v[1]))
-                elif k.startswith("q.wq."):
-                    name = k[5:]
-                    qp.wq[name] = v.astype(np.int32)
-                    qp.ws[name] = t[f"q.ws.{name}"].astype(np.float64)
-                    qp.bq[name] = t[f"q.bq.{name}"].astype(np.int64)
-            for name in graph.layers():
-                for d in (fp, qat):
-                    if f"{name}.weight" not in d or f"{name}.bias" not in d:
-                        raise KeyError(f"weights of layer {name}")
-                if name not in qp.wq:
-                    raise KeyError(f"quantisation of layer {name}")
         except Exception as exc:  # any parse failure means a corrupt or foreign file
             raise AxlabError(f"{where}: not a valid axlab model file ({exc.__class__.__name__}: {exc})") from None
+        for key in ("arch", "dataset"):
+            if not isinstance(meta.get(key), str):
+                raise AxlabError(f"{where}: metadata key {key!r} must be a string, got {meta.get(key)!r}")
+        if not isinstance(meta.get("meta", {}), dict):
+            raise AxlabError(f"{where}: metadata key 'meta' must be a JSON object")
+        check_graph_json(meta.get("graph"), where)
+        fp, qat, qp = _split_tensors(t, where)
+        graph = Graph.from_json(meta["graph"], fp)
+        check_graph(graph, where)
+        check_quant(graph, qp, qat, where)
         b = cls(meta["arch"], graph, qat, qp, meta["dataset"], meta.get("meta", {}))
         b._sha = hashlib.sha256(data).hexdigest()
         return b
 
 
+def _split_tensors(t: dict[str, np.ndarray], where: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                                                                  QuantParams]:
+    """Stored tensors -> (float params, QAT params, QuantParams), refusing unknown names and
+    stored dtypes that would need a lossy cast (e.g. float weight codes)."""
+    fp: dict[str, np.ndarray] = {}
+    qat: dict[str, np.ndarray] = {}
+    qp = QuantParams()
+    kinds = {"fp.": "f", "qat.": "f", "q.act.": "f", "q.wq.": "iu", "q.ws.": "f", "q.bq.": "iu"}
+    for k, v in t.items():
+        prefix = next((p for p in kinds if k.startswith(p) and len(k) > len(p)), None)
+        if prefix is None:
+            raise AxlabError(f"{where}: unexpected tensor {k!r} (allowed prefixes: {', '.join(kinds)})")
+        if v.dtype.kind not in kinds[prefix]:
+            want = "a float" if kinds[prefix] == "f" else "an integer"
+            raise AxlabError(f"{where}: tensor {k} must have {want} dtype, got {v.dtype}")
+        name = k[len(prefix):]
+        if prefix == "fp.":
+            fp[name] = v
+        elif prefix == "qat.":
+            qat[name] = v
+        elif prefix == "q.act.":
+            if v.shape != (2,) or not np.isfinite(v).all() or v[1] != np.round(v[1]):
+                raise AxlabError(f"{where}: tensor {k} must be [scale, integer zero point] (finite), got {v.tolist()}")
+            qp.act[name] = (float(v[0]), int(v[1]))
+        elif prefix == "q.wq.":
+            qp.wq[name] = v.astype(np.int32) if v.size == 0 or (v.min() >= -2**31 and v.max() < 2**31) else v
+        elif prefix == "q.ws.":
+            qp.ws[name] = v.astype(np.float64)
+        else:
+            qp.bq[name] = v.astype(np.int64) if v.dtype.kind == "i" or v.size == 0 or v.max() < 2**63 else v
+    return fp, qat, qp
+
+
 def save_model(bundle: ModelBundle, path: str | Path) -> Path:
-    """Write the model file atomically; its sha256 is ``bundle.sha256``."""
+    """Write the model file atomically (after validating it); its sha256 is ``bundle.sha256``."""
+    check_graph(bundle.graph, str(path))
+    check_quant(bundle.graph, bundle.qparams, bundle.qat_params, str(path))
     data = bundle.to_bytes()
     path = atomic_write(path, data)
     bundle._sha = hashlib.sha256(data).hexdigest()
