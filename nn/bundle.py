@@ -14,7 +14,7 @@ import numpy as np
 from hwsim.errors import AxlabError
 from hwsim.fileio import atomic_write
 from nn.graph import LAYER_OPS, Graph
-from nn.graph_check import check_graph, check_graph_json, check_quant
+from nn.graph_check import check_graph, check_graph_json, check_quant, is_tflite_graph
 from nn.quant import QuantParams
 
 FORMAT = "axlab-model/1"
@@ -98,11 +98,24 @@ class ModelBundle:
         check_graph_json(meta.get("graph"), where)
         fp, qat, qp = _split_tensors(t, where)
         graph = Graph.from_json(meta["graph"], fp)
-        check_graph(graph, where)
-        check_quant(graph, qp, qat, where)
         b = cls(meta["arch"], graph, qat, qp, meta["dataset"], meta.get("meta", {}))
+        validate_bundle(b, where)
         b._sha = hashlib.sha256(data).hexdigest()
         return b
+
+
+def validate_bundle(bundle: ModelBundle, where: str) -> None:
+    """Graph, tensors and quantisation of a bundle (nn.graph_check; TFLite-op graphs also
+    through nn.tflite_engine, which knows their attributes); AxlabError names ``where``."""
+    check_graph(bundle.graph, where)
+    check_quant(bundle.graph, bundle.qparams, bundle.qat_params, where)
+    if is_tflite_graph(bundle.graph.nodes):
+        from nn.tflite_engine import TfliteEngine
+
+        try:
+            TfliteEngine.check(bundle)
+        except AxlabError as exc:
+            raise AxlabError(f"{where}: {exc}") from None
 
 
 def _split_tensors(t: dict[str, np.ndarray], where: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
@@ -140,8 +153,7 @@ def _split_tensors(t: dict[str, np.ndarray], where: str) -> tuple[dict[str, np.n
 
 def save_model(bundle: ModelBundle, path: str | Path) -> Path:
     """Write the model file atomically (after validating it); its sha256 is ``bundle.sha256``."""
-    check_graph(bundle.graph, str(path))
-    check_quant(bundle.graph, bundle.qparams, bundle.qat_params, str(path))
+    validate_bundle(bundle, str(path))
     data = bundle.to_bytes()
     path = atomic_write(path, data)
     bundle._sha = hashlib.sha256(data).hexdigest()

@@ -179,6 +179,18 @@ OPS: dict[str, OpSpec] = {
 }
 NODE_KEYS = ("name", "op", "inputs")
 
+# TFLite-semantics ops (nn/tflite_import.py). A graph made of these is checked here for its
+# structure (names, inputs, order) and finite tensors and scales; its attributes, shapes and
+# integer parameters are checked by nn.tflite_engine.TfliteEngine (``check_tflite`` below).
+# Moving an op into OPS (with its attributes and shape function) makes it checked here too.
+TFLITE_OPS = ("tfl_quantize", "tfl_conv", "tfl_dwconv", "tfl_fc", "tfl_add", "tfl_avgpool", "tfl_maxpool",
+              "tfl_mean", "tfl_pad", "tfl_reshape", "tfl_softmax")
+
+
+def is_tflite_graph(nodes: Any) -> bool:
+    """Whether a node list uses the TFLite op family (then every non-input op must)."""
+    return isinstance(nodes, list) and any(isinstance(n, dict) and n.get("op") in TFLITE_OPS for n in nodes)
+
 
 # ----------------------------------------------------------------------------- structure
 def _err(where: str, msg: str) -> AxlabError:
@@ -203,6 +215,7 @@ def check_graph_json(d: Any, where: str = "model") -> None:
     extra = sorted(set(d) - {"input_shape", "nodes"})
     if extra:
         raise _err(where, f"graph has unknown key {extra[0]!r} (allowed: input_shape, nodes)")
+    tflite = is_tflite_graph(nodes)
     defined: dict[str, int] = {}
     all_names = {n.get("name") for n in nodes if isinstance(n, dict) and isinstance(n.get("name"), str)}
     for i, n in enumerate(nodes):
@@ -217,21 +230,28 @@ def check_graph_json(d: Any, where: str = "model") -> None:
         if name in defined:
             raise _err(where, f"duplicate node name {name!r} (nodes {defined[name]} and {i})")
         op = n.get("op")
-        if op not in OPS:
-            raise _err(where, f"{at}: unknown op {op!r} (known: {', '.join(OPS)})")
-        spec = OPS[op]
+        known = ("input",) + TFLITE_OPS if tflite else tuple(OPS)
+        if op not in known:
+            raise _err(where, f"{at}: unknown op {op!r} (known: {', '.join(known)})")
+        spec = OPS.get(op)
         if (i == 0) != (op == "input"):
             raise _err(where, f"{at}: the first node, and only it, must be the input (op 'input')")
         inputs = n.get("inputs")
         if not isinstance(inputs, list) or not all(isinstance(x, str) for x in inputs):
             raise _err(where, f"{at}: inputs must be a list of node names, got {inputs!r}")
-        if len(inputs) != spec.inputs:
+        if spec is None:  # a TFLite op: attributes checked by nn.tflite_engine
+            if not inputs:
+                raise _err(where, f"{at}: op {op} needs at least one input")
+        elif len(inputs) != spec.inputs:
             raise _err(where, f"{at}: op {op} takes {spec.inputs} input(s), got {len(inputs)}")
         for x in inputs:
             if x not in defined:
                 why = ("is defined after it (a cycle, or nodes not in topological order)" if x in all_names
                        else "is not a node of the graph (dangling input)")
                 raise _err(where, f"{at}: input {x!r} {why}")
+        defined[name] = i
+        if spec is None:
+            continue
         unknown = sorted(set(n) - set(NODE_KEYS) - set(spec.attrs))
         if unknown:
             raise _err(where, f"{at}: unknown attribute {unknown[0]!r} for op {op} "
@@ -242,7 +262,15 @@ def check_graph_json(d: Any, where: str = "model") -> None:
             want = kind.problem(n[key])
             if want:
                 raise _err(where, f"{at}: {key} must be {want}, got {n[key]!r}")
-        defined[name] = i
+
+
+def _check_finite(g: Any, where: str) -> None:
+    for k in sorted(g.params):
+        v = g.params[k]
+        if not isinstance(v, np.ndarray):
+            raise _err(where, f"tensor {k} must be an array, got {type(v).__name__}")
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            raise _err(where, f"tensor {k} holds {int((~np.isfinite(v)).sum())} NaN/inf value(s)")
 
 
 def _check_params(g: Any, where: str) -> None:
@@ -282,6 +310,9 @@ def check_graph(g: Any, where: str = "model") -> dict[str, Shape]:
     """Full check of a :class:`nn.graph.Graph` (structure, parameters, shapes, a flat
     output of class scores); returns the per-image shape of every node."""
     check_graph_json(g.to_json(), where)
+    if is_tflite_graph(g.nodes):  # attributes and shapes: nn.tflite_engine (check_tflite)
+        _check_finite(g, where)
+        return {}
     _check_params(g, where)
     shapes = infer_shapes(g, where)
     out = shapes[g.output]
@@ -295,6 +326,18 @@ QMIN, QMAX = -128, 127
 BIAS_LIM = 2**31 - 1
 
 
+def _check_act(qp: Any, names: list[str], where: str) -> None:
+    """(scale, zero point) of each named node: 0 < scale < inf, integer zero point in int8."""
+    for name in names:
+        entry = qp.act[name]
+        s, zp = entry if isinstance(entry, (tuple, list)) and len(entry) == 2 else (None, None)
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (float, int, np.floating, np.integer)) \
+                or not math.isfinite(s) or s <= 0:
+            raise _err(where, f"node {name!r}: activation scale must be a finite number > 0, got {s!r}")
+        if isinstance(zp, (bool, np.bool_)) or not isinstance(zp, (int, np.integer)) or not QMIN <= zp <= QMAX:
+            raise _err(where, f"node {name!r}: activation zero point must be an integer in [{QMIN}, {QMAX}], got {zp!r}")
+
+
 def check_quant(g: Any, qp: Any, qat_params: dict[str, np.ndarray] | None = None, where: str = "model") -> None:
     """The frozen int8 quantisation (:class:`nn.quant.QuantParams`) of a checked graph:
     activation (scale, zero point) of every quantised node with 0 < scale < inf and an
@@ -303,6 +346,9 @@ def check_quant(g: Any, qp: Any, qat_params: dict[str, np.ndarray] | None = None
     ``qat_params`` (if given) must match the float parameters' keys and shapes and be finite."""
     from nn.graph import LAYER_OPS, QUANT_OPS
 
+    if is_tflite_graph(g.nodes):
+        _check_act(qp, list(qp.act), where)
+        return
     quant_nodes = [n["name"] for n in g.nodes if n["op"] in QUANT_OPS]
     for name in quant_nodes:
         if name not in qp.act:
@@ -310,13 +356,7 @@ def check_quant(g: Any, qp: Any, qat_params: dict[str, np.ndarray] | None = None
     extra = sorted(set(qp.act) - set(quant_nodes))
     if extra:
         raise _err(where, f"quantisation given for {extra[0]!r}, which is not a quantised node")
-    for name in quant_nodes:
-        entry = qp.act[name]
-        s, zp = entry if isinstance(entry, (tuple, list)) and len(entry) == 2 else (None, None)
-        if not isinstance(s, (float, int, np.floating)) or not math.isfinite(s) or s <= 0:
-            raise _err(where, f"node {name!r}: activation scale must be a finite number > 0, got {s!r}")
-        if isinstance(zp, (bool, np.bool_)) or not isinstance(zp, (int, np.integer)) or not QMIN <= zp <= QMAX:
-            raise _err(where, f"node {name!r}: activation zero point must be an integer in [{QMIN}, {QMAX}], got {zp!r}")
+    _check_act(qp, quant_nodes, where)
     layers = [n["name"] for n in g.nodes if n["op"] in LAYER_OPS]
     for d, what in ((qp.wq, "weight codes"), (qp.ws, "weight scales"), (qp.bq, "bias codes")):
         extra = sorted(set(d) - set(layers))
