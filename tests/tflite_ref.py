@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -87,19 +88,27 @@ def _check_images(it, images: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 def reference_tensors(model_path: str | Path, images: np.ndarray, kernels: str = "ref",
-                      num_threads: int = 1) -> dict[str, RefTensor]:
+                      num_threads: int = 1,
+                      names: Collection[str] | None = None) -> dict[str, RefTensor]:
     """Every tensor of the graph after running each image (batch 1) through LiteRT.
 
     images: (N, *input shape[1:]) array of the input tensor's dtype. Returns
     {tensor name: RefTensor} of the model's own tensors, in tensor index order (LiteRT's
-    scratch tensors are left out)."""
+    scratch tensors are left out); only those in `names` when given (saves memory on
+    large runs)."""
     it, n_model_tensors = _interpreter(model_path, kernels, num_threads,
                                        preserve_all_tensors=True)
     in_index, images = _check_images(it, images)
     details = [d for d in it.get_tensor_details() if int(d["index"]) < n_model_tensors]
-    names = [d["name"] for d in details]
-    if len(set(names)) != len(names):
+    all_names = [d["name"] for d in details]
+    if len(set(all_names)) != len(all_names):
         raise ValueError(f"{model_path}: tensor names are not unique")
+    if names is not None:
+        wanted = set(names)
+        unknown = wanted - set(all_names)
+        if unknown:
+            raise ValueError(f"{model_path}: no tensor named {sorted(unknown)[0]!r}")
+        details = [d for d in details if d["name"] in wanted]
     # constants are the tensors no operator writes and that are not graph inputs
     written = {int(i) for op in it._get_ops_details() for i in op["outputs"]}
     written |= {int(d["index"]) for d in it.get_input_details()}

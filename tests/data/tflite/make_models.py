@@ -470,6 +470,49 @@ def bad_unsupported_op(rng: np.random.Generator, op: str) -> bytes:
     return g.serialize(f"axlab test model: int8 with unsupported {op}")
 
 
+def _small_conv(rng: np.random.Generator) -> GraphBuilder:
+    """int8 1x4x4x2 -> CONV_2D 3x3 SAME per-channel (4 out): the base of the damaged files."""
+    g = GraphBuilder("damaged", rng)
+    x = g.input((1, 4, 4, 2), INT8, (1.0 / 128.0, 0), rng.uniform(-1, 1, (4, 4, 4, 2)))
+    g.outputs.append(g.conv(x, 4, 3, 1, SAME, ACT_RELU, per_channel=True))
+    return g
+
+
+def damaged_models(rng: np.random.Generator) -> dict[str, bytes]:
+    """Structurally valid flatbuffers whose contents are inconsistent (the tensor indices
+    0 input, 1 weights, 2 bias, 3 output of `_small_conv`)."""
+    out = {}
+    g = _small_conv(rng)
+    base = (g.tensors, g.ops)
+
+    def variant(name: str, edit: Callable[[list[Tensor], list[Op]], None]) -> None:
+        tensors = [Tensor(**vars(t)) for t in base[0]]
+        ops = [Op(**{**vars(o), "inputs": list(o.inputs)}) for o in base[1]]
+        edit(tensors, ops)
+        out[f"bad_{name}.tflite"] = serialize(tensors, ops, g.inputs, g.outputs,
+                                              f"axlab test model: damaged ({name})")
+
+    def buffer_index(t, o):
+        t[1].buffer_override = 99           # weights point past the buffer list
+
+    def short_weights(t, o):
+        t[1].data = t[1].data[:-5]          # 67 of the 72 weight bytes
+
+    def opcode_index(t, o):
+        o[0].opcode_override = 7            # only one operator code exists
+
+    def tensor_index(t, o):
+        o[0].inputs[1] = 42                 # only four tensors exist
+
+    def scale_count(t, o):
+        t[1].scales = t[1].scales[:2]       # 2 weight scales for 4 output channels
+        t[1].zero_points = t[1].zero_points[:2]
+
+    for edit in (buffer_index, short_weights, opcode_index, tensor_index, scale_count):
+        variant(edit.__name__, edit)
+    return out
+
+
 def build_models(seed: int = SEED) -> tuple[list[BuiltModel], dict[str, bytes]]:
     """(good models, {file name: bytes} of every file this script writes)."""
     rng = np.random.default_rng(seed)
@@ -480,6 +523,7 @@ def build_models(seed: int = SEED) -> tuple[list[BuiltModel], dict[str, bytes]]:
     files["bad_unsupported_gelu.tflite"] = bad_unsupported_op(rng, "GELU")
     # a damaged file: the first 384 bytes of a good model (header and tables cut off)
     files["bad_truncated.tflite"] = models[0].data[:384]
+    files.update(damaged_models(np.random.default_rng(seed + 1)))
     return models, files
 
 

@@ -44,6 +44,7 @@ class Tensor:
     zero_points: tuple[int, ...] = ()
     qdim: int = 0
     batch_dynamic: bool = False             # shape_signature with batch -1
+    buffer_override: int | None = None      # a wrong buffer index (damaged test files only)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Op:
     outputs: list[int]
     options_type: int = OPT_NONE
     options: list[tuple] = field(default_factory=list)  # (kind, slot, value, default)
+    opcode_override: int | None = None      # a wrong opcode index (damaged test files only)
 
 
 # --- flatbuffer serialisation --------------------------------------------------------------
@@ -105,7 +107,8 @@ def serialize(tensors: list[Tensor], ops: list[Op], inputs: list[int], outputs: 
             sc = _vec(b, "f32", t.scales)
             zp = _vec(b, "i64", t.zero_points)
             quant = _table(b, 7, [("off", 2, sc, 0), ("off", 3, zp, 0), ("i32", 6, t.qdim, 0)])
-        fields = [("off", 0, shape, 0), ("i8", 1, t.ttype, 0), ("u32", 2, buffer_of.get(i, 0), 0),
+        buf = buffer_of.get(i, 0) if t.buffer_override is None else t.buffer_override
+        fields = [("off", 0, shape, 0), ("i8", 1, t.ttype, 0), ("u32", 2, buf, 0),
                   ("off", 3, name, 0)]
         if quant is not None:
             fields.append(("off", 4, quant, 0))
@@ -125,7 +128,8 @@ def serialize(tensors: list[Tensor], ops: list[Op], inputs: list[int], outputs: 
                     scalar.append((kind, slot, value, default))
             opts = _table(b, 8, scalar)
         ins, outs = _vec(b, "i32", op.inputs), _vec(b, "i32", op.outputs)
-        fields = [("u32", 0, codes.index(op.name), 0), ("off", 1, ins, 0), ("off", 2, outs, 0)]
+        code = codes.index(op.name) if op.opcode_override is None else op.opcode_override
+        fields = [("u32", 0, code, 0), ("off", 1, ins, 0), ("off", 2, outs, 0)]
         if opts is not None:
             fields += [("u8", 3, op.options_type, 0), ("off", 4, opts, 0)]
         op_offs.append(_table(b, 14, fields))
