@@ -7,8 +7,9 @@ seed; the script runs that float graph in numpy on seeded random inputs, takes e
 activation tensor's quantisation parameters from the float range it observed (min/max with
 0 included, 255 steps, as a post-training calibrator does), quantises the weights (int8,
 symmetric, per output channel or per tensor), the biases (int32, scale = input scale x
-weight scale) and serialises the quantised graph as a TFLite flatbuffer (tflite_writer.py, on the PyPI
-``flatbuffers`` Builder). Output is byte-for-byte deterministic.
+weight scale) and serialises the quantised graph as a TFLite flatbuffer (tflite_writer.py,
+on the PyPI ``flatbuffers`` Builder). Output is byte-for-byte deterministic. It also writes
+the bad inputs (truncated, float, unsupported operators, damaged tables; see README.md).
 
 ``build_models()`` returns the models (bytes plus the float graph) for tests:
 ``BuiltModel.float_forward(x)`` is the float reference computation (dequantised weights and
