@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -107,7 +106,7 @@ def simulation_info(info: NetlistInfo, p: ParsedNetlist) -> NetlistInfo:
                  f"module {module} (A, B, O);\n  input [{p.bits_a - 1}:0] A;\n  input [{p.bits_b - 1}:0] B;\n"
                  f"  output [{p.bits_o - 1}:0] O;\n  {info.module} u_dut (.{a}(A), .{b}(B), .{o}(O));\nendmodule\n")
     # the textual scan also catches cells inside user cells whose outputs the product never reads
-    cells = cell_library_verilog(set(p.library_cells) | set(undefined_cells(info.text)))
+    cells = cell_library_verilog(set(p.library_cells) | set(undefined_cells(info.tool_text)))
     if cells:
         text += "\n" + cells
     if text is info.text:
@@ -123,21 +122,16 @@ def _axlab_version() -> str:
 
 
 def _cost(info: NetlistInfo, p: ParsedNetlist) -> dict:
-    """:func:`hwsim.cost.cost_of`; a netlist using built-in library cells is handed to yosys with
-    their definitions appended (in a temporary copy), so that its estimate can be made too."""
-    cells = cell_library_verilog(set(p.library_cells) | set(undefined_cells(info.text)))
-    if not cells:
-        return cost_of(info.path, info.module, p.graph, info.published)
-    with tempfile.TemporaryDirectory(prefix="axlab-cells-") as tmp:
-        copy = Path(tmp) / info.path.name
-        copy.write_text(info.text + "\n" + cells)
-        return cost_of(copy, info.module, p.graph, info.published)
+    """:func:`hwsim.cost.cost_of` of the netlist's checked text; a netlist using built-in library
+    cells is handed to yosys with their definitions appended, so that its estimate can be made too."""
+    cells = cell_library_verilog(set(p.library_cells) | set(undefined_cells(info.tool_text)))
+    return cost_of(info.tool_text + ("\n" + cells if cells else ""), info.module, p.graph, info.published, info.path)
 
 
 def cache_key(info: NetlistInfo, sim: str, signed: bool) -> str:
     h = hashlib.sha256()
     parts = [info.text, simulator_version(sim), f"signed={signed}", f"format={LUT_FORMAT_VERSION}"]
-    cells = undefined_cells(info.text)
+    cells = undefined_cells(info.tool_text)
     if cells:  # the built-in cell library is part of what the LUT was built from
         parts.append(f"cells=v{CELLS_VERSION}:{','.join(cells)}")
     for part in parts:
@@ -431,13 +425,15 @@ def resolve(spec: str, sim: str | None = None) -> Lut:
     if ptr.is_file():
         try:
             entry = json.loads(ptr.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             entry = {}
-        lut = _load_cached(entry.get("key", ""))
+        if not isinstance(entry, dict):  # a damaged pointer is ignored like a missing one
+            entry = {}
+        key, netlist = entry.get("key"), entry.get("netlist")
+        lut = _load_cached(key) if isinstance(key, str) and key.isalnum() else None
         if lut is not None:
             return lut
-        netlist = entry.get("netlist")
-        if netlist and Path(netlist).is_file():
+        if isinstance(netlist, str) and netlist and Path(netlist).is_file():
             return build_luts([netlist], sim=sim)[0].lut
     raise AxlabError(f"unknown multiplier '{spec}': not a .npz/.v path, built-in or built name "
                      f"(known: {', '.join(known_names())})")
