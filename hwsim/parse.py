@@ -7,13 +7,14 @@ constants, the Verilog gate primitives (and, or, nand, nor, xor, xnor, not, buf)
 instances of cell modules defined in the same file (flattened) or taken from the built-in
 standard-cell library (:mod:`hwsim.cells`: ``AND2X1``, ``HAX1``, ``MUX2X1`` ... of the
 ``*_pdk45.v`` files). Widths and indices may be constant expressions (``[2*8-1:0]``).
-Anything else (multiplication, comparisons, always blocks, cells defined nowhere) is refused
-with a message naming the file and line: a LUT must never be built from a guess.
+Anything else (multiplication, comparisons, cells defined nowhere) is refused with a message
+naming the file and line: a LUT must never be built from a guess. Before pyverilog sees a text,
+:mod:`hwsim.netlist_check` has refused anything outside a gate-level netlist (directives, system
+tasks, procedural blocks ...) and blanked its comments; the parser reads that checked text.
 """
 from __future__ import annotations
 
 import os
-import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -26,9 +27,9 @@ from hwsim.cells import cell_verilog
 from hwsim.errors import NetlistError
 from hwsim.gates import AND, IN_A, IN_B, MUX, NOT, OR, XOR, GateGraph
 from hwsim.netlist import NetlistInfo
+from hwsim.netlist_check import tool_text
 
 PRIMITIVES = {"and", "or", "nand", "nor", "xor", "xnor", "not", "buf"}
-_DIRECTIVE_RE = re.compile(r"^\s*`.*$", re.MULTILINE)
 
 
 @lru_cache(maxsize=1)
@@ -73,11 +74,15 @@ class ParsedNetlist:
 
 
 def parse_text(text: str, where: str) -> va.Source:
-    """pyverilog AST of a Verilog text; ``where`` names the file in errors."""
+    """pyverilog AST of a Verilog text; ``where`` names the file in errors.
+
+    The text goes through :func:`hwsim.netlist_check.tool_text` first (idempotent on text that
+    already did): the parser sees exactly the checked text the RTL tools see, with comments and
+    `` `timescale`` lines blanked (no preprocessor here) and CRLF ends made LF (ply refuses '\\r').
+    """
     from pyverilog.vparser.parser import ParseError
 
-    clean = text.replace("\r\n", "\n").replace("\r", "\n")  # CRLF files (EvoApprox8b): ply refuses '\r'
-    clean = _DIRECTIVE_RE.sub("", clean)  # `timescale etc.: no preprocessor here
+    clean = tool_text(text, where)
     parser = _parser()
     parser.lexer.lexer.lineno = 1  # ply keeps counting across parses otherwise
     try:
@@ -516,7 +521,7 @@ def find_ports(dirs: dict[str, str]) -> tuple[str | None, str | None, str | None
 def parse_netlist(info: NetlistInfo) -> ParsedNetlist:
     """Elaborate a netlist's top module into a gate graph (operands A, B; product O)."""
     where = str(info.path)
-    ast = parse_text(info.text, where)
+    ast = parse_text(info.tool_text, where)
     modules: dict[str, va.ModuleDef] = {}
     for d in ast.description.definitions:
         if isinstance(d, va.ModuleDef):

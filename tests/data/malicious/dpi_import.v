@@ -1,0 +1,9 @@
+// a DPI import of libc's system()
+module mul2u_evil (A, B, O);
+  input [1:0] A;
+  input [1:0] B;
+  output [3:0] O;
+  import "DPI-C" function int system(input string cmd);
+  initial system("echo pwned > \"$AXLAB_PWNED\"");
+  assign O = {A[1] & B[1] & A[0] & B[0], A[1] & B[1] & ~(A[0] & B[0]), A[1] & B[0] ^ A[0] & B[1], A[0] & B[0]};
+endmodule

@@ -1,0 +1,9 @@
+// an escaped identifier spelled like a system task
+module mul2u_evil (A, B, O);
+  input [1:0] A;
+  input [1:0] B;
+  output [3:0] O;
+  wire \$system ;
+  assign \$system = A[0];
+  assign O = {A[1] & B[1] & A[0] & B[0], A[1] & B[1] & ~(A[0] & B[0]), A[1] & B[0] ^ A[0] & B[1], A[0] & B[0]};
+endmodule

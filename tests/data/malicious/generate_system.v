@@ -1,0 +1,12 @@
+// a generate block holding an initial $system
+module mul2u_evil (A, B, O);
+  input [1:0] A;
+  input [1:0] B;
+  output [3:0] O;
+  generate
+    if (1) begin : g
+      initial $system("echo pwned > \"$AXLAB_PWNED\"");
+    end
+  endgenerate
+  assign O = {A[1] & B[1] & A[0] & B[0], A[1] & B[1] & ~(A[0] & B[0]), A[1] & B[0] ^ A[0] & B[1], A[0] & B[0]};
+endmodule

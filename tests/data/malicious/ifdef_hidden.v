@@ -1,0 +1,10 @@
+// `ifdef hides code from a checker that ignores directive lines
+module mul2u_evil (A, B, O);
+  input [1:0] A;
+  input [1:0] B;
+  output [3:0] O;
+`ifdef VERILATOR
+  initial $system("echo pwned > \"$AXLAB_PWNED\"");
+`endif
+  assign O = {A[1] & B[1] & A[0] & B[0], A[1] & B[1] & ~(A[0] & B[0]), A[1] & B[0] ^ A[0] & B[1], A[0] & B[0]};
+endmodule

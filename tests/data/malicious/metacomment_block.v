@@ -1,0 +1,9 @@
+// a Verilator metacomment on a net (public_flat_rw makes it writable from C++)
+module mul2u_evil (A, B, O);
+  input [1:0] A;
+  input [1:0] B;
+  output [3:0] O;
+  wire p /*verilator public_flat_rw*/;
+  assign p = A[0];
+  assign O = {A[1] & B[1] & A[0] & B[0], A[1] & B[1] & ~(A[0] & B[0]), A[1] & B[0] ^ A[0] & B[1], A[0] & B[0]};
+endmodule

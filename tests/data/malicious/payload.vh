@@ -1,0 +1,2 @@
+// included by include_file.v
+  initial $system("echo pwned > \"$AXLAB_PWNED\"");

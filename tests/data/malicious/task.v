@@ -1,0 +1,10 @@
+// a task that calls $system
+module mul2u_evil (A, B, O);
+  input [1:0] A;
+  input [1:0] B;
+  output [3:0] O;
+  task t;
+    $system("echo pwned > \"$AXLAB_PWNED\"");
+  endtask
+  assign O = {A[1] & B[1] & A[0] & B[0], A[1] & B[1] & ~(A[0] & B[0]), A[1] & B[0] ^ A[0] & B[1], A[0] & B[0]};
+endmodule
