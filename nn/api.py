@@ -104,12 +104,18 @@ def fq_agreement(bundle: ModelBundle, x: np.ndarray, backend: str = "numba", bat
     return {"top1": float((q.argmax(1) == f.argmax(1)).mean()), "codes": float((q == f).mean())}
 
 
-def _check_images(x: np.ndarray, bundle: ModelBundle) -> np.ndarray:
-    x = np.asarray(x)
+def _check_images(x: Any, bundle: ModelBundle, what: str = "images") -> np.ndarray:
+    """``x`` as a C-contiguous uint8 (N, C, H, W) array matching the model input, or one
+    AxlabError line saying what was expected and what was given (nothing is cast)."""
+    want = f"uint8 of shape (N, {', '.join(map(str, bundle.input_shape))})"
+    if not isinstance(x, np.ndarray):
+        raise AxlabError(f"{what} must be a numpy array, {want}; got {type(x).__name__}")
     if x.dtype != np.uint8:
-        raise AxlabError(f"images must be uint8 NCHW in [0, 255], got {x.dtype}")
+        raise AxlabError(f"{what} must be {want} with pixels in [0, 255]; got dtype {x.dtype}")
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(bundle.input_shape):
-        raise AxlabError(f"images of shape {x.shape[1:]} do not match the model input {tuple(bundle.input_shape)}")
+        hint = " (looks like NHWC; transpose to NCHW)" if x.ndim == 4 and tuple(x.shape[1:]) == tuple(
+            bundle.input_shape[1:]) + (bundle.input_shape[0],) else ""
+        raise AxlabError(f"{what} must be {want} for this model; got shape {tuple(x.shape)}{hint}")
     return np.ascontiguousarray(x)
 
 
@@ -134,7 +140,7 @@ def load_implementation(model: str | Path | ModelBundle, impl: str, design: str 
         raise AxlabError("impl ax needs exactly one of a design or a multiplier")
     if design is not None:
         d = load_design_dict(design)
-        luts = read_design(d, bundle)
+        luts = read_design(d, bundle, where=None if isinstance(design, dict) else str(design))
         name = f"ax:{d.get('name') or 'design'}"
     else:
         d, luts = make_design(bundle, [multiplier])
