@@ -19,13 +19,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
     t = sub.add_parser("train", help="train a CNN (float, optionally QAT) and write a model file")
-    t.add_argument("--model", required=True, choices=["minnet", "resnet8", "resnet24"])
-    t.add_argument("--dataset", type=nonempty_str, default="digits", help="digits | cifar10[:PATH] | cifar10-thesis[:PATH]")
+    t.add_argument("--arch", "--model", dest="model", required=True, choices=["minnet", "resnet8", "resnet24"],
+                   help="architecture (--model is the older spelling)")
+    t.add_argument("--dataset", type=nonempty_str, default="digits",
+                   help="digits | cifar10[:PATH] | cifar10-thesis[:PATH] | folder:PATH")
     t.add_argument("--epochs", type=positive_int, default=20)
     t.add_argument("--qat", action="store_true", help="finish with quantisation-aware training epochs")
     t.add_argument("--qat-epochs", type=nonneg_int, default=None, help="QAT epochs out of --epochs (default epochs//4)")
-    t.add_argument("--batch", type=positive_int, default=32)
-    t.add_argument("--lr", type=finite_float(0, 10, lo_open=True), default=2e-3)
+    t.add_argument("--recipe", choices=["default", "cifar"], default="default",
+                   help="default: Adam, batch 32, lr 2e-3, 2-px shifts (digits); cifar: SGD Nesterov momentum 0.9, "
+                        "weight decay 5e-4, batch 128, lr 0.05, 2-epoch warm-up + cosine, 4-px crops + flips, "
+                        "channels_last")
+    t.add_argument("--batch", type=positive_int, default=None, help="default: the recipe's (32 or 128)")
+    t.add_argument("--lr", type=finite_float(0, 10, lo_open=True), default=None,
+                   help="peak learning rate (default: the recipe's, 2e-3 or 0.05); QAT uses a tenth of it")
+    t.add_argument("--checkpoint", type=out_file, default=None,
+                   help="training state written after every epoch (atomic); with --resume, continue from it")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run saved in --checkpoint (same settings; ends with the same weights as an "
+                        "uninterrupted run on the same thread count)")
     t.add_argument("--seed", type=seed_int, default=0)
     t.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads while training (default: 1 for minnet, whose batch-32 steps are too "
@@ -75,17 +87,28 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.qat_epochs is not None and (args.qat_epochs > args.epochs or not args.qat):
         raise AxlabError(f"--qat-epochs {args.qat_epochs}: needs --qat and at most --epochs ({args.epochs}) epochs")
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    if args.resume and not args.checkpoint:
+        raise AxlabError("--resume needs --checkpoint FILE (the file the interrupted run wrote)")
+    if args.checkpoint and not args.resume and Path(args.checkpoint).exists():
+        raise AxlabError(f"--checkpoint {args.checkpoint} exists: add --resume to continue that run, or delete it "
+                         "to start over")
     t0 = time.time()
     bundle = train(args.model, args.dataset, args.epochs, qat=args.qat, seed=args.seed,
                    qat_epochs=args.qat_epochs, batch=args.batch, lr=args.lr,
-                   threads=args.threads if args.threads is not None else (1 if args.model == "minnet" else None))
+                   threads=args.threads if args.threads is not None else (1 if args.model == "minnet" else None),
+                   recipe=args.recipe, checkpoint=args.checkpoint, resume=args.resume,
+                   log=lambda line: tqdm.write(line, file=sys.stderr))
     x, y = load_dataset(args.dataset, "test")
     accs = {}
     for impl in ("fp", "q"):
         accs[impl] = float((load_implementation(bundle, impl, backend="numba").logits(x).argmax(1) == y).mean())
     agree = fq_agreement(bundle, x)
-    bundle.meta.update({f"test_acc_{k}": v for k, v in accs.items()}, train_seconds=round(time.time() - t0, 1),
-                       test_fq_agreement=agree["top1"])
+    # no wall-clock times in the model file: two same-seed trainings give the same bytes
+    bundle.meta.update({f"test_acc_{k}": v for k, v in accs.items()}, test_fq_agreement=agree["top1"])
     save_model(bundle, args.out)
     print(f"{args.out}: {args.model} on {args.dataset}, {args.epochs} epochs{' (QAT)' if bundle.meta['qat'] else ''}, "
           f"test accuracy fp {accs['fp']:.4f}, QNN {accs['q']:.4f}, QNN/fake-quant agreement {agree['top1']:.4f} "

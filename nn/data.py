@@ -7,6 +7,9 @@
 * ``cifar10[:PATH]``: the python pickle batches (``cifar-10-batches-py``). Official split:
   test = ``test_batch`` (10k), train/val = the data batches minus/plus a seeded 10% held out.
 * ``cifar10-thesis[:PATH]``: the thesis protocol: all 60k images pooled, seeded 60/20/20 split.
+* ``folder:PATH``: an image-folder data set (``PATH/train/<class>/*``, ``PATH/test/<class>/*``,
+  PNG/JPEG; see ``nn.data_folder``). Split like ``cifar10``: test = ``test/``, train/val = the
+  ``train/`` images minus/plus a seeded 10% held out. Classes in sorted name order.
 PATH is the ``cifar-10-batches-py`` folder or its parent; default
 ``$AXLAB_DATA/cifar-10-batches-py``, ``$AXLAB_DATA`` defaulting to ``~/.cache/axlab/data``.
 A folder with only some of the batches (a development subset) works too.
@@ -27,7 +30,7 @@ from hwsim.errors import AxlabError
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
 SPLITS = ("train", "val", "test")
-DATASETS = ("digits", "cifar10", "cifar10-thesis")
+DATASETS = ("digits", "cifar10", "cifar10-thesis", "folder")
 
 
 def data_root() -> Path:
@@ -39,13 +42,17 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     name, _, path = spec.partition(":")
     name = name.strip().lower()
     if name not in DATASETS:
-        raise AxlabError(f"unknown dataset {spec!r} (known: digits, cifar10[:PATH], cifar10-thesis[:PATH])")
+        raise AxlabError(f"unknown dataset {spec!r} (known: digits, cifar10[:PATH], cifar10-thesis[:PATH], folder:PATH)")
     return name, (path or None)
 
 
 def dataset_info(spec: str) -> tuple[int, int, int]:
     """(channels, num_classes, side) of a dataset without loading it."""
-    name, _ = parse_spec(spec)
+    name, path = parse_spec(spec)
+    if name == "folder":
+        from nn.data_folder import folder_info
+
+        return folder_info(path)
     return (1, 10, 32) if name == "digits" else (3, 10, 32)
 
 
@@ -135,6 +142,17 @@ def load_cifar(path: str | None, split: str, seed: int, thesis: bool) -> tuple[n
     return xtr[idx], ytr[idx]
 
 
+def load_folder(path: str | None, split: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``folder:PATH`` with the ``cifar10`` split semantics (test folder; seeded 90/10 train/val)."""
+    from nn.data_folder import load_folder_split
+
+    if split == "test":
+        return load_folder_split(path, "test")
+    x, y = load_folder_split(path, "train")
+    idx = _split(len(x), seed, (0.9, 0.1))["train" if split == "train" else "val"]
+    return x[idx], y[idx]
+
+
 def load_dataset(spec: str, split: str = "test", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 (N, C, 32, 32) in [0, 255] and labels int64 (N,), deterministic per seed."""
     _check_split(split)
@@ -145,6 +163,8 @@ def load_dataset(spec: str, split: str = "test", seed: int = 0) -> tuple[np.ndar
         x, y = digits_all()
         idx = _split(len(x), seed, (0.6, 0.2))[split]
         return x[idx].copy(), y[idx].copy()
+    if name == "folder":
+        return load_folder(path, split, seed)
     return load_cifar(path, split, seed, thesis=(name == "cifar10-thesis"))
 
 
