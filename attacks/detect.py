@@ -113,12 +113,22 @@ def _tpr_at(fpr_target: float, clean: np.ndarray, adv: np.ndarray) -> float:
 
 def evaluate(impls: Sequence[tuple[str, Any]], clean: np.ndarray, adv: np.ndarray,
              seed: int = 0, calib_frac: float = 0.5, fpr: float = 0.05,
-             progress: bool = False) -> dict[str, Any]:
-    """Scores, per-transform metrics and the majority vote for clean and adversarial images."""
+             progress: bool = False, sources: tuple[str, str] = ("clean images", "adversarial images")
+             ) -> dict[str, Any]:
+    """Scores, per-transform metrics and the majority vote for clean and adversarial images.
+    ``sources`` name where the clean and adversarial images came from (in error messages)."""
     from sklearn.metrics import roc_auc_score
 
-    check_images(clean, "clean images")
-    check_images(adv, "adversarial images")
+    from attacks.run_images import check_fits
+
+    check_images(clean, sources[0])
+    check_images(adv, sources[1])
+    for name, impl in impls:
+        for member in getattr(impl, "members", [impl]):
+            bundle = getattr(member, "bundle", None)
+            if bundle is not None:
+                check_fits(clean, sources[0], name, bundle.input_shape)
+                check_fits(adv, sources[1], name, bundle.input_shape)
     if len(clean) < 2 or len(adv) < 1:
         raise AxlabError(f"detection needs >= 2 clean and >= 1 adversarial image, got "
                          f"{len(clean)} clean and {len(adv)} adversarial")

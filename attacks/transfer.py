@@ -24,7 +24,16 @@ from hwsim.errors import AxlabError
 
 def transfer_rates(runs: Sequence[Run], targets: Sequence[tuple[str, Any]],
                    progress: bool = False) -> list[dict[str, Any]]:
-    """One row per (source run, target): rate, transferred, valid."""
+    """One row per (source run, target): rate, transferred, valid. A run whose images do not
+    fit a target's model input is refused (one line naming the run file) before any work."""
+    from attacks.run_images import check_fits
+
+    for run in runs:
+        for tname, impl in targets:
+            for member in getattr(impl, "members", [impl]):  # an Ensemble: each of its models
+                bundle = getattr(member, "bundle", None)
+                if bundle is not None:
+                    check_fits(run.adv, run.path, tname, bundle.input_shape)
     rows = []
     total = len(runs) * len(targets)
     bar = None

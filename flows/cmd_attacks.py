@@ -201,7 +201,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
              for i in dict.fromkeys(args.impl)]
     impls += [(s, load_impl(parse_spec(s))) for s in args.spec]
     impls = [(getattr(im, "name", n), im) for n, im in impls]
-    res = evaluate(impls, clean, adv, seed=args.seed, progress=not args.no_progress)
+    res = evaluate(impls, clean, adv, seed=args.seed, progress=not args.no_progress,
+                   sources=(f"{args.adv} (clean)" if args.clean == "run" else f"--clean {args.clean}", str(args.adv)))
     paths = write_report(res, args.out)
     print(format_table(res))
     print(f"wrote {paths['csv']}, {paths['vote']}, {paths['scores']}, {paths['png']}")

@@ -139,16 +139,46 @@ class _LocalExecutor:
             self.pool.shutdown(cancel_futures=True)
 
 
+DASK_CONNECT_S = 5.0  # how long to wait for a Dask scheduler before giving up
+
+
+def probe_scheduler(address: str, timeout: float = DASK_CONNECT_S) -> None:
+    """Refuse at once (one line) a tcp scheduler address nobody listens on, before any output
+    is written; other schemes (tls://, inproc://...) are left to the client's own timeout."""
+    import socket
+    from urllib.parse import urlsplit
+
+    text = address if "://" in address else f"tcp://{address}"
+    u = urlsplit(text)
+    if u.scheme != "tcp":
+        return
+    try:
+        host, port = u.hostname, u.port
+    except ValueError:
+        host, port = None, None
+    if not host or port is None:
+        raise AxlabError(f"--scheduler {address!r}: expected a Dask scheduler address tcp://HOST:PORT")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise AxlabError(f"--scheduler {address}: cannot reach the Dask scheduler within {timeout:g} s "
+                         f"({exc.strerror or exc.__class__.__name__})") from None
+
+
 class _DaskExecutor:
     def __init__(self, scheduler: Any) -> None:
         try:
             from distributed import Client
         except ImportError as exc:
             raise AxlabError("the dask executor needs 'distributed' (pip install 'axlab[dist]')") from exc
-        self.own = isinstance(scheduler, str)
-        self.client = Client(scheduler) if self.own else Client(scheduler) if scheduler is not None else None
-        if self.client is None:
+        if scheduler is None:
             raise AxlabError("--executor dask needs --scheduler ADDRESS")
+        self.own = isinstance(scheduler, str)
+        try:
+            self.client = Client(scheduler, timeout=DASK_CONNECT_S) if self.own else Client(scheduler)
+        except (OSError, TimeoutError) as exc:
+            raise AxlabError(f"--scheduler {scheduler}: cannot connect to the Dask scheduler "
+                             f"({' '.join(str(exc).split()) or exc.__class__.__name__})") from None
 
     def map_unordered(self, ctx, genes_list):
         from distributed import as_completed as das_completed
@@ -191,6 +221,44 @@ def expand_multipliers(spec: Any) -> list[str]:
     return out
 
 
+def check_dse_config(cfg: dict[str, Any]) -> None:
+    """Ranges and names of a DSE configuration (CLI or flow file) before anything runs;
+    one AxlabError line naming the key and the allowed range."""
+    from attacks.params import resolve_params
+
+    def whole(key: str, lo: int) -> None:
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise AxlabError(f"DSE {key}: must be an integer >= {lo}, got {v!r}")
+
+    objs = cfg["objectives"]
+    unknown = [o for o in objs if o not in OBJECTIVES] if isinstance(objs, (list, tuple)) else objs
+    if unknown or not objs:
+        raise AxlabError(f"unknown DSE objective(s) {unknown or '(none)'}; choose from {', '.join(OBJECTIVES)}")
+    if len(set(objs)) != len(objs):
+        raise AxlabError(f"DSE objectives: {', '.join(objs)} repeats an objective")
+    whole("pop_size", 2)
+    whole("generations", 1)
+    whole("val_images", 1)
+    whole("probe_images", 1 if "robustness" in objs else 0)
+    whole("seed", 0)
+    whole("data_seed", 0)
+    if cfg["workers"] is not None:
+        whole("workers", 1)
+    loss = cfg["max_acc_loss"]
+    if loss is not None and (isinstance(loss, bool) or not isinstance(loss, (int, float))
+                             or not np.isfinite(loss) or not 0 <= loss <= 100):
+        raise AxlabError(f"DSE max_acc_loss: must be a finite number of percentage points in [0, 100], got {loss!r}")
+    if cfg["backend"] not in ("torch", "numba", "cuda"):
+        raise AxlabError(f"DSE backend: must be torch, numba or cuda, got {cfg['backend']!r}")
+    if cfg["executor"] not in ("local", "dask"):
+        raise AxlabError(f"unknown executor {cfg['executor']!r} (local or dask)")
+    if cfg["executor"] == "dask" and cfg["scheduler"] is None:
+        raise AxlabError("--executor dask needs --scheduler ADDRESS")
+    if "robustness" in objs:
+        resolve_params(cfg["attack"], cfg["attack_params"])
+
+
 def _dominance_front(F: np.ndarray) -> np.ndarray:
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
@@ -214,14 +282,14 @@ def run_dse(cfg: dict[str, Any], out_dir: str | Path, progress: bool = True) -> 
     from nn.api import load_model
 
     cfg = {**DEFAULTS, **cfg}
-    unknown = [o for o in cfg["objectives"] if o not in OBJECTIVES]
-    if unknown or not cfg["objectives"]:
-        raise AxlabError(f"unknown DSE objective(s) {unknown or '(none)'}; choose from {', '.join(OBJECTIVES)}")
+    check_dse_config(cfg)
+    if cfg["executor"] == "dask" and isinstance(cfg["scheduler"], str):
+        probe_scheduler(cfg["scheduler"])
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    bundle = load_model(cfg["model"])
     mults = expand_multipliers(cfg["multipliers"])
     luts = [resolve(m) for m in mults]  # build every LUT here, before any worker starts
-    bundle = load_model(cfg["model"])
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be good
     layers = bundle.layers()
     ctx = {"model": str(Path(cfg["model"]).resolve()), "model_sha256": bundle.sha256, "dataset": cfg["dataset"],
            "multipliers": mults, "lut_sha256": [lut.sha256 for lut in luts], "objectives": sorted(cfg["objectives"]),
