@@ -255,6 +255,8 @@ def check_dse_config(cfg: dict[str, Any]) -> None:
         raise AxlabError(f"unknown executor {cfg['executor']!r} (local or dask)")
     if cfg["executor"] == "dask" and cfg["scheduler"] is None:
         raise AxlabError("--executor dask needs --scheduler ADDRESS")
+    if cfg["executor"] != "dask" and cfg["scheduler"] is not None:
+        raise AxlabError(f"--scheduler {cfg['scheduler']}: only used with --executor dask")
     if "robustness" in objs:
         resolve_params(cfg["attack"], cfg["attack_params"])
 

@@ -139,6 +139,8 @@ def check_pipeline(flow: dict[str, Any], where: str) -> None:
 
         if flow["dse"]["executor"] == "dask" and not flow["dse"]["scheduler"]:
             raise AxlabError(f"{where}: dse.scheduler: needed with dse.executor: dask (a tcp://HOST:PORT address)")
+        if flow["dse"]["executor"] != "dask" and flow["dse"]["scheduler"]:
+            raise AxlabError(f"{where}: dse.scheduler: only used with dse.executor: dask")
         try:
             resolve_params(flow["dse"]["attack"], flow["dse"]["attack_params"])
         except AxlabError as exc:

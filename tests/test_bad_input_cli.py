@@ -84,6 +84,7 @@ CASES = [
     (["dse", *M, "--out", "{tmp}/o", "--probe-images", "0"], "DSE probe_images: must be an integer >= 1, got 0"),
     (["dse", *M, "--out", "{tmp}/o", "--param", "n_queries=-1"], "parameter n_queries"),
     (["dse", *M, "--out", "{tmp}/o", "--executor", "dask"], "--executor dask needs --scheduler ADDRESS"),
+    (["dse", *M, "--out", "{tmp}/o", "--scheduler", "tcp://h:1"], "--scheduler tcp://h:1: only used with --executor dask"),
     (["dse", *M, "--out", "{tmp}/o", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:1"],
      "--scheduler tcp://127.0.0.1:1: cannot reach the Dask scheduler within 5 s"),
     (["dse", *M, "--out", "{tmp}/o", "--executor", "dask", "--scheduler", "tcp://nohost"],
@@ -201,3 +202,31 @@ def test_good_hand_made_run_transfers(tmp_path, places):
     rc, out, err = axlab(["transfer", run, "--to", f"{model}:fp", "--out", tmp_path / "t", "--no-progress"])
     assert rc == 0, err
     assert (tmp_path / "t" / "transfer_matrix.csv").exists()
+
+
+# ------------------------------------------------------------------- DSE Python API
+DSE_CASES = {
+    "pop_size": ({"pop_size": 0}, "DSE pop_size: must be an integer >= 2, got 0"),
+    "generations": ({"generations": -1}, "DSE generations: must be an integer >= 1, got -1"),
+    "val_images": ({"val_images": True}, "DSE val_images: must be an integer >= 1, got True"),
+    "max_acc_loss": ({"max_acc_loss": float("nan")}, "DSE max_acc_loss: must be a finite number"),
+    "workers": ({"workers": 0}, "DSE workers: must be an integer >= 1"),
+    "backend": ({"backend": "gpu"}, "DSE backend: must be torch, numba or cuda"),
+    "objectives": ({"objectives": []}, "unknown DSE objective(s) (none)"),
+    "attack_params": ({"attack_params": {"eps": 3}}, "parameter eps=3"),
+    "scheduler": ({"executor": "dask", "scheduler": "tcp://127.0.0.1:1"}, "cannot reach the Dask scheduler"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DSE_CASES))
+def test_bad_dse_config_api(tmp_path, places, case):
+    from flows.dse import run_dse
+    from hwsim.errors import AxlabError
+
+    _, model = places
+    over, expected = DSE_CASES[case]
+    cfg = {"model": str(model), "multipliers": ["a.npz", "b.npz"], **over}
+    with pytest.raises(AxlabError) as info:
+        run_dse(cfg, tmp_path / "out", progress=False)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    assert tree(tmp_path) == []

@@ -38,6 +38,7 @@ CASES = {
     "name_path": ("name: ../elsewhere\n", [], "name: must be a folder name"),
     "backend_unknown": ("backend: gpu\n", [], "backend: must be one of torch, numba, cuda, got 'gpu'"),
     "executor_unknown": ("dse: {executor: slurm}\n", [], "dse.executor: must be one of local, dask"),
+    "scheduler_without_dask": ("dse: {scheduler: 'tcp://h:1'}\n", [], "dse.scheduler: only used with dse.executor: dask"),
     "dask_without_scheduler": ("dse: {executor: dask}\n", [], "dse.scheduler: needed with dse.executor: dask"),
     "multiplier_number": ("luts: {multipliers: [mul8s_bi_tr3, 5]}\n", [],
                           "luts.multipliers[1]: expected a multiplier name or path (string), got 5"),
