@@ -161,10 +161,15 @@ def save_model(bundle: ModelBundle, path: str | Path) -> Path:
 
 
 def load_model(path: str | Path) -> ModelBundle:
-    """Read a model file (safetensors; no code execution). Corrupt files raise AxlabError."""
+    """Read a model file (safetensors; no code execution), or import a TFLite flatbuffer
+    (recognised by its "TFL3" identifier; see nn.tflite_import). Corrupt files raise AxlabError."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise AxlabError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    if data[4:8] == b"TFL3" or path.suffix.lower() == ".tflite":
+        from nn.tflite_import import import_tflite_bytes
+
+        return import_tflite_bytes(data, str(path))
     return ModelBundle.from_bytes(data, str(path))

@@ -388,7 +388,17 @@ def epilogue_numba(y: torch.Tensor, sidx: torch.Tensor | None, zc: int, L: Layer
 
 # --------------------------------------------------------------------------------- engine
 class IntegerEngine:
-    """Runs a bundle's graph on int8 codes. ``luts`` None: the QNN; else one Lut per layer."""
+    """Runs a bundle's graph on int8 codes. ``luts`` None: the QNN; else one Lut per layer.
+
+    A bundle imported from TFLite (``tfl_*`` ops) gets a :class:`nn.tflite_engine.TfliteEngine`
+    instead (TFLite's own rounding; same interface)."""
+
+    def __new__(cls, bundle: ModelBundle, *args: Any, **kwargs: Any) -> Any:
+        if cls is IntegerEngine and any(n["op"].startswith("tfl_") for n in bundle.graph.nodes):
+            from nn.tflite_engine import TfliteEngine
+
+            return TfliteEngine(bundle, *args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, bundle: ModelBundle, luts: list[Lut] | None = None, backend: str = "torch",
                  lowrank: bool = True, max_rank: int = 8) -> None:

@@ -25,7 +25,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from hwsim.errors import AxlabError
 
-LAYER_OPS = ("conv", "linear")
+LAYER_OPS = ("conv", "linear", "tfl_conv", "tfl_dwconv", "tfl_fc")  # tfl_*: imported TFLite (nn/tflite_import.py)
 # ops whose output carries its own quantisation parameters (others inherit from input 0)
 QUANT_OPS = ("input", "conv", "linear", "add")
 

@@ -102,6 +102,11 @@ class GraphModule(tnn.Module):
     def __init__(self, graph: Graph, mode: str = "float", qparams: QuantParams | None = None,
                  ranges: dict[str, tuple[float, float]] | None = None, momentum: float = 0.05) -> None:
         super().__init__()
+        if any(n["op"].startswith("tfl_") for n in graph.nodes):
+            from hwsim.errors import AxlabError
+
+            raise AxlabError("imported TFLite models have no float / fake-quant twin yet: impl fp, gradient "
+                             "attacks and the BPDA surrogate are not available for them (use impl q)")
         self.graph = graph
         self.mode = mode
         self.qparams = qparams

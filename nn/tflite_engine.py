@@ -1,0 +1,288 @@
+"""Integer inference of imported TFLite models with TFLite's own arithmetic (``tfl_*`` ops).
+
+Values travel as raw int8 codes in int64 torch tensors, feature maps NCHW. Each op is the
+integer computation of LiteRT's reference kernel (``OpResolverType.BUILTIN_REF``), so every
+tensor equals LiteRT's bit for bit:
+
+* conv / depthwise / dense: ``acc = sum (a - za) * w + bias`` (exact; a float64
+  convolution of the centred codes, partial sums far below 2^53), then per output channel
+  ``MultiplyByQuantizedMultiplier(acc, M, shift) + zo`` clamped to the fused activation's
+  range (double rounding for conv and depthwise, single rounding for dense: see _Layer). M, shift come from ``s_in * s_w / s_out`` in double (conv, depthwise, per-channel
+  dense) or ``float(s_in * s_w) / s_out`` (per-tensor dense), as in TFLite's Prepare.
+* add: both inputs shifted left by 20, rescaled by their own multipliers, summed, rescaled.
+* average pool: sum over the window clipped to the image, divided by the element count with
+  rounding half away from zero; max pool: max over the clipped window; both on raw codes.
+* mean over H, W: see :func:`_mean`; softmax: :func:`nn.tflite_ops.softmax_int8`.
+* pad: the zero point's code; reshape: in TFLite's (NHWC) element order.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hwsim.errors import AxlabError
+from hwsim.lut import Lut
+from nn.bundle import ModelBundle
+from nn.tflite_ops import activation_range, mbqm, quantize_multiplier, softmax_int8, softmax_params
+
+TFL_LAYERS = ("tfl_conv", "tfl_dwconv", "tfl_fc")
+ADD_LEFT_SHIFT = 20
+
+
+def _to_tfl(x: torch.Tensor) -> torch.Tensor:
+    """Internal layout -> TFLite layout (NCHW -> NHWC; other ranks unchanged)."""
+    return x.permute(0, 2, 3, 1) if x.dim() == 4 else x
+
+
+def _from_tfl(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2) if x.dim() == 4 else x
+
+
+def _multipliers(real: np.ndarray, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    ms, ss = [], []
+    for r in np.asarray(real, dtype=np.float64).reshape(-1):
+        if not np.isfinite(r) or r < 0:
+            raise AxlabError(f"{what}: requantisation multiplier {r} is not a finite number >= 0")
+        m, s = quantize_multiplier(float(r))
+        ms.append(m)
+        ss.append(s)
+    return torch.tensor(ms, dtype=torch.int64), torch.tensor(ss, dtype=torch.int64)
+
+
+class _Layer:
+    """Integer parameters of one conv / depthwise / dense layer."""
+
+    def __init__(self, bundle: ModelBundle, node: dict[str, Any]) -> None:
+        g, qp = bundle.graph, bundle.qparams
+        name = node["name"]
+        self.name, self.op = name, node["op"]
+        s_in, self.za = qp.act[node["inputs"][0]]
+        s_out, self.zo = qp.act[name]
+        self.w = qp.wq[name].astype(np.int64)
+        self.bq = torch.from_numpy(qp.bq[name].astype(np.int64))
+        ws32 = qp.ws[name].astype(np.float32)
+        if node["op"] == "tfl_fc" and not node["per_channel"]:
+            real = np.float64(np.float32(s_in) * ws32) / np.float64(s_out)  # float product, as TFLite
+        else:
+            real = np.float64(s_in) * ws32.astype(np.float64) / np.float64(s_out)
+        self.m, self.shift = _multipliers(real, f"layer {name}")
+        self.lo, self.hi = activation_range(node["act"], s_out, self.zo)
+        self.co = self.w.shape[0]
+        # LiteRT's reference FULLY_CONNECTED rounds once (x * M + 2^(30 - shift)) >> (31 - shift);
+        # CONV_2D / DEPTHWISE_CONV_2D round twice (gemmlowp). Measured against ai-edge-litert
+        # 2.3.0 on every code of the MLPerf models: each of the two forms fails on the other op.
+        self.single = node["op"] == "tfl_fc"
+        if node["op"] == "tfl_fc":
+            self.stride, self.pad4, self.groups = (1, 1), [0, 0, 0, 0], 1
+            self.wt = torch.from_numpy(self.w.astype(np.float64).reshape(self.co, -1, 1, 1))
+        else:
+            self.stride, self.pad4 = tuple(node["stride"]), list(node["pad4"])
+            self.groups = self.w.shape[0] // node["multiplier"] if node["op"] == "tfl_dwconv" else 1
+            self.wt = torch.from_numpy(self.w.astype(np.float64))
+
+    def mac(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact accumulators (N, Co, H', W') int64 of int64 codes (N, C, H, W), bias included."""
+        xc = (x - self.za).to(torch.float64)
+        t, b, l, r = self.pad4
+        if t or b or l or r:
+            xc = F.pad(xc, (l, r, t, b))  # centred zero = the zero-point code
+        acc = F.conv2d(xc, self.wt, None, self.stride, 0, 1, self.groups)
+        return acc.round().to(torch.int64) + self.bq[None, :, None, None]
+
+    def requant(self, acc: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (acc.dim() - 2)
+        out = mbqm(acc, self.m.reshape(shape), self.shift.reshape(shape), single=self.single) + self.zo
+        return out.clamp(self.lo, self.hi)
+
+
+class TfliteEngine:
+    """Runs a bundle imported from TFLite on int8 codes (the QNN; ``luts`` not supported yet)."""
+
+    def __init__(self, bundle: ModelBundle, luts: list[Lut] | None = None, backend: str = "torch",
+                 lowrank: bool = True, max_rank: int = 8, path: str | None = None) -> None:
+        if luts is not None:
+            raise AxlabError("approximate multipliers (--impl ax) on imported TFLite models are not supported yet")
+        from nn.tflite_graph import check_tflite
+
+        self.shapes = check_tflite(bundle)
+        self.bundle, self.backend = bundle, backend
+        self.meta = bundle.meta
+        g, qp = bundle.graph, bundle.qparams
+        self.layers: dict[str, _Layer] = {}
+        self.add_q: dict[str, tuple] = {}
+        self.misc: dict[str, Any] = {}
+        for n in g.nodes:
+            op, name = n["op"], n["name"]
+            if op in TFL_LAYERS:
+                self.layers[name] = _Layer(bundle, n)
+            elif op == "tfl_add":
+                (s1, z1), (s2, z2) = qp.act[n["inputs"][0]], qp.act[n["inputs"][1]]
+                so, zo = qp.act[name]
+                twice = 2.0 * float(max(np.float32(s1), np.float32(s2)))
+                m1, sh1 = _multipliers(np.array([s1 / twice]), f"add {name}")
+                m2, sh2 = _multipliers(np.array([s2 / twice]), f"add {name}")
+                mo, sho = _multipliers(np.array([twice / ((1 << ADD_LEFT_SHIFT) * so)]), f"add {name}")
+                if max(int(sh1), int(sh2), int(sho)) > 0:
+                    raise AxlabError(f"add {name}: rescaling multipliers must be below one")
+                self.add_q[name] = (z1, m1, sh1, z2, m2, sh2, zo, mo, sho, *activation_range(n["act"], so, zo))
+            elif op in ("tfl_avgpool", "tfl_maxpool"):
+                s, zp = qp.act[name]
+                self.misc[name] = activation_range(n["act"], s, zp)
+            elif op == "tfl_softmax":
+                s_in = qp.act[n["inputs"][0]][0]
+                try:
+                    self.misc[name] = softmax_params(float(np.float32(s_in)), float(np.float32(n["beta"])))
+                except ValueError as exc:
+                    raise AxlabError(f"softmax {name}: {exc}") from None
+            elif op == "tfl_quantize":
+                (si, zi), (so, zo) = qp.act[n["inputs"][0]], qp.act[name]
+                self.misc[name] = _multipliers(np.array([si / so]), f"quantize {name}")
+            elif op == "tfl_mean":
+                self.misc[name] = _mean_params(bundle, n)
+            elif op not in ("input", "tfl_pad", "tfl_reshape"):
+                raise AxlabError(f"node {name}: op {op} is not a TFLite-import op")
+
+    @staticmethod
+    def check(bundle: ModelBundle) -> None:
+        """Raise AxlabError (one line, naming the node) unless the bundle can be run:
+        attributes, shapes and integer parameters (nn.tflite_graph), then the multipliers."""
+        TfliteEngine(bundle)
+
+    def describe(self) -> dict[str, str]:
+        return {k: f"tflite-{v.op[4:]}(float64 conv)" for k, v in self.layers.items()}
+
+    # ------------------------------------------------------------------ running
+    def input_codes(self, x: np.ndarray) -> torch.Tensor:
+        """uint8 images (N, C, H, W) -> int8 codes of the input node (pixel - 128)."""
+        return torch.from_numpy(np.ascontiguousarray(x)).to(torch.int64) - 128
+
+    @torch.no_grad()
+    def run_all(self, x: np.ndarray) -> dict[str, torch.Tensor]:
+        """Every node's codes (int64, internal layout) for uint8 images (N, C, H, W)."""
+        g, qp = self.bundle.graph, self.bundle.qparams
+        vals: dict[str, torch.Tensor] = {}
+        for n in g.nodes:
+            op, name = n["op"], n["name"]
+            ins = [vals[i] for i in n["inputs"]]
+            if op == "input":
+                y = self.input_codes(x)
+            elif op in TFL_LAYERS:
+                L = self.layers[name]
+                xi = ins[0]
+                if op == "tfl_fc":
+                    xi = _to_tfl(xi).reshape(xi.shape[0], -1, 1, 1)
+                y = L.requant(L.mac(xi))
+                if op == "tfl_fc":
+                    y = y.reshape(y.shape[0], -1)
+            elif op == "tfl_add":
+                z1, m1, sh1, z2, m2, sh2, zo, mo, sho, lo, hi = self.add_q[name]
+                a = mbqm((ins[0] - z1) << ADD_LEFT_SHIFT, m1, sh1)
+                b = mbqm((ins[1] - z2) << ADD_LEFT_SHIFT, m2, sh2)
+                y = (mbqm(a + b, mo, sho) + zo).clamp(lo, hi)
+            elif op == "tfl_avgpool":
+                y = _avgpool(ins[0], n).clamp(*self.misc[name])
+            elif op == "tfl_maxpool":
+                y = _maxpool(ins[0], n).clamp(*self.misc[name])
+            elif op == "tfl_mean":
+                y = _mean(ins[0], n, self.misc[name])
+            elif op == "tfl_pad":
+                t, b, l, r = n["pad4"]
+                y = F.pad(ins[0], (l, r, t, b), value=int(qp.act[name][1]))
+            elif op == "tfl_reshape":
+                y = _from_tfl(_to_tfl(ins[0]).reshape((ins[0].shape[0], *n["shape"])))
+            elif op == "tfl_softmax":
+                y = _from_tfl(softmax_int8(_to_tfl(ins[0]), *self.misc[name]))
+            elif op == "tfl_quantize":
+                y = self._quantize(ins[0], n)
+            else:  # pragma: no cover - rejected in __init__
+                raise RuntimeError(op)
+            vals[name] = y
+        return vals
+
+    def _quantize(self, x: torch.Tensor, n: dict[str, Any]) -> torch.Tensor:
+        qp = self.bundle.qparams
+        so, zo = qp.act[n["name"]]
+        if n["inputs"][0] == "input" and self.meta.get("input_dtype") == "float32":
+            # the model takes floats: p / 255 in float32, quantised as TFLite does (float32 divide)
+            v = (x + 128).numpy().astype(np.float32) / np.float32(255.0)
+            q = v / np.float32(so)
+            q = np.where(q >= 0, np.floor(np.abs(q) + np.float32(0.5)), -np.floor(np.abs(q) + np.float32(0.5)))
+            return torch.from_numpy(q.astype(np.int64) + zo).clamp(-128, 127)
+        m, s = self.misc[n["name"]]
+        zi = qp.act[n["inputs"][0]][1]
+        return (mbqm(x - zi, m, s) + zo).clamp(-128, 127)
+
+    def run_codes(self, x: np.ndarray) -> torch.Tensor:
+        """uint8 images (N, C, H, W) -> output codes (float32 tensor of int8 values)."""
+        return self.run_all(x)[self.bundle.graph.output].to(torch.float32)
+
+    def logits(self, x: np.ndarray, batch: int = 256, progress: bool = False) -> np.ndarray:
+        """Output int8 codes as int32 (N, classes)."""
+        from tqdm import tqdm
+
+        outs = []
+        rng = range(0, len(x), batch)
+        for i in tqdm(rng, desc="eval", unit="batch", leave=False, disable=not progress or len(rng) < 2):
+            outs.append(self.run_all(x[i:i + batch])[self.bundle.graph.output].numpy().astype(np.int32))
+        if not outs:
+            return np.zeros((0, self.bundle.num_classes), dtype=np.int32)
+        return np.concatenate(outs).reshape(len(x), -1)
+
+    def tensors(self, x: np.ndarray) -> dict[int, np.ndarray]:
+        """TFLite tensor index -> int8 codes in TFLite layout (N, *shape[1:]) for every node."""
+        out = {}
+        tmap = self.meta.get("tensors", {})
+        for name, v in self.run_all(x).items():
+            if name in tmap:
+                out[int(tmap[name])] = _to_tfl(v).numpy().astype(np.int8)
+        return out
+
+
+# ---------------------------------------------------------------------------- pooling
+def _windows(x: torch.Tensor, n: dict[str, Any], fill: float) -> torch.Tensor:
+    t, b, l, r = n["pad4"]
+    xf = x.to(torch.float64)
+    return F.pad(xf, (l, r, t, b), value=fill) if (t or b or l or r) else xf
+
+
+def _avgpool(x: torch.Tensor, n: dict[str, Any]) -> torch.Tensor:
+    """Average of the codes in each window clipped to the image, rounded half away from zero."""
+    k, s = tuple(n["kernel"]), tuple(n["stride"])
+    total = F.avg_pool2d(_windows(x, n, 0.0), k, s, divisor_override=1).round().to(torch.int64)
+    ones = torch.ones((1, 1, x.shape[2], x.shape[3]), dtype=torch.float64)
+    count = F.avg_pool2d(_windows(ones, n, 0.0), k, s, divisor_override=1).round().to(torch.int64)
+    half = count // 2
+    return torch.where(total > 0, torch.div(total + half, count, rounding_mode="trunc"),
+                       torch.div(total - half, count, rounding_mode="trunc"))
+
+
+def _maxpool(x: torch.Tensor, n: dict[str, Any]) -> torch.Tensor:
+    y = F.max_pool2d(_windows(x, n, float("-inf")), tuple(n["kernel"]), tuple(n["stride"]))
+    return y.to(torch.int64)
+
+
+# ---------------------------------------------------------------------------- mean
+def _mean_params(bundle: ModelBundle, n: dict[str, Any]) -> tuple:
+    """(input scale, zp, output scale, zp, multiplier, shift) of a MEAN node."""
+    qp = bundle.qparams
+    (si, zi), (so, zo) = qp.act[n["inputs"][0]], qp.act[n["name"]]
+    m, s = quantize_multiplier(float(np.float64(np.float32(si)) / np.float64(np.float32(so))))
+    return si, zi, so, zo, m, s
+
+
+def _mean(x: torch.Tensor, n: dict[str, Any], p: tuple) -> torch.Tensor:
+    """MEAN over H and W as LiteRT's reference kernel computes it: the count is folded
+    into the multiplier of s_in / s_out in integers (``M' = (M << k) // count``,
+    ``shift' = shift - k`` with ``k = floor(log2 count)`` capped at 32 and 31 + shift),
+    then ``MultiplyByQuantizedMultiplier(sum(q - zi), M', shift') + zo``, clamped.
+    (Checked against ai-edge-litert 2.3.0 with keep_dims true and false, equal and
+    different input/output scales.)"""
+    si, zi, so, zo, m, s = p
+    count = int(x.shape[2] * x.shape[3])
+    k = min(count.bit_length() - 1, 32, 31 + s)
+    m2, s2 = (m << k) // count, s - k
+    q = (mbqm((x - zi).sum(dim=(2, 3)), m2, s2) + zo).clamp(-128, 127)
+    return q[:, :, None, None] if n["keep_dims"] else q
