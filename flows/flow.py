@@ -55,7 +55,7 @@ def validate(data: Any, where: str, schema: dict[str, Any] = SCHEMA, prefix: str
     """Check ``data`` against ``schema``, fill defaults; errors name the file and the key."""
     if not isinstance(data, dict):
         raise AxlabError(f"{where}: {prefix.rstrip('.') or 'the flow'} must be a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(schema))
+    unknown = sorted((k for k in data if k not in schema), key=str)  # YAML keys may be numbers
     if unknown:
         raise AxlabError(f"{where}: unknown key {prefix}{unknown[0]} (allowed: {', '.join(sorted(schema))})")
     out: dict[str, Any] = {}
@@ -111,6 +111,8 @@ def load_flow(path: str | Path, sets: list[str] | None = None) -> dict[str, Any]
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise AxlabError(f"{path}: cannot read flow file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise AxlabError(f"{path}: not a UTF-8 text flow file (byte {exc.start}: {exc.reason})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

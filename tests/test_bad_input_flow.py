@@ -18,8 +18,10 @@ CASES = {
     "empty": ("", [], "the flow file is empty"),
     "only_comments": ("# nothing here\n", [], "the flow file is empty"),
     "empty_mapping": ("{}\n", [], "the flow file is empty"),
+    "binary": (b"\xff\xfe\x00garbage", [], "not a UTF-8 text flow file"),
     "top_level_list": ("- name: x\n", [], "a flow must be a mapping of sections, got list"),
     "unknown_key": ("nmae: x\n", [], "unknown key nmae"),
+    "number_keys": ("1: x\nnmae: y\n", [], "unknown key 1"),
     "unknown_section_key": ("dse:\n  popsize: 4\n", [], "unknown key dse.popsize"),
     "section_not_mapping": ("dse: 5\n", [], "dse must be a mapping, got int"),
     "wrong_type": ("seed: abc\n", [], "seed: expected int, got 'abc'"),
@@ -75,7 +77,7 @@ CASES = {
 def _flow(tmp_path: Path, case: str) -> tuple[Path, list[str], str]:
     text, sets, expected = CASES[case]
     path = tmp_path / "flow.yaml"
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     return path, sets, expected
 
 
