@@ -9,18 +9,45 @@ Files of a run ``RUN.jsonl`` (paths derived by :func:`run_paths`):
   null when unchanged), ``ssim``, ``adv_label``, ``clean_label`` and attack-specific extras.
 * ``RUN.adv/<index>.npy``: uint8 (2, C, H, W) = (clean, adversarial), written atomically
   *before* its JSONL line, so every finished line has its image.
-* ``RUN.meta.json``: the configuration (attack, parameters, seed, implementation, model and
-  dataset); a rerun with a different configuration and the same output is refused.
+* ``RUN.meta.json``: the run's identity and metadata (below), written once, before the first
+  record; a resume leaves it as it is.
 * ``RUN.npz``: all images of the finished run (``index``, ``label``, ``success``, ``clean``,
   ``adv``), rewritten at the end of every (possibly resumed) run.
 
 A run holds an exclusive lock on ``RUN.jsonl`` while it writes: a second process on the same
 output is refused at once. A rerun with the same output skips finished images; a killed run
-loses at most the batch in flight (``batch`` images, default 1). Results do not depend on resuming: every image's random
-stream is seeded from (seed, dataset index).
+loses at most the batch in flight (``batch`` images, default 1). Results do not depend on
+resuming or on ``batch``: every image's random stream is seeded from (seed, dataset index).
+
+Resume identity (:data:`IDENTITY_KEYS`). A rerun into a run file that holds records resumes only
+when every identity key equals the recorded one; else it is refused, naming the first differing
+key and both values (:mod:`attacks.resume`), before any image is attacked and before any file
+is touched. Identity is what the records depend on:
+
+* ``attack``, ``params`` (all parameters, defaults filled in), ``seed``;
+* the attacked implementation by content: ``model_sha256`` (model file bytes), ``impl`` (its
+  name, e.g. ``q`` or ``ax:DESIGN``), ``impl_kind`` (fp, q, ax, ensemble), ``backend``, ``luts``
+  (sha256 of each approximable layer's LUT table, in layer order: what a design or multiplier
+  resolves to) and, for an ensemble, ``members`` (each member's identity);
+* the data: ``dataset`` (spec, e.g. ``digits`` or ``cifar10:PATH``), ``split``, ``data_seed``
+  (given by the caller; None through the Python API unless passed in ``meta``), and the image
+  selection: ``n`` (number of selected images), ``indices_sha256`` (the selected dataset indices,
+  int64, in order) and ``images_sha256`` (their uint8 pixels and labels, so a changed data file
+  at the same path is caught too).
+
+Metadata, recorded on the first run and not compared: file paths (``model``, designs,
+``ensemble`` specs), ``source``, ``study`` (which implementations chose the images: what they
+chose is identity), ``batch``, ``created`` (UTC), ``axlab_version``.
+
+Run files are checked line by line before any work: a complete line that is not a JSON record
+with an integer ``index``, or that repeats an index, is refused naming the file and line
+number; only a torn last line (no final newline: a kill mid-write) is cut off, and only once
+everything else checked out.
 """
 from __future__ import annotations
 
+import datetime as _dt
+import hashlib
 import io
 import json
 import os
@@ -34,10 +61,14 @@ import numpy as np
 from attacks.base import Attack, image_rngs
 from attacks.metrics import image_metrics
 from attacks.oracle import Oracle, check_images
+from attacks.resume import HINT, canonical, check_identity, read_identity
 from hwsim.errors import AxlabError
 from hwsim.fileio import atomic_write, exclusive
 
-META_KEYS = ("attack", "params", "seed", "impl")     # must match to resume
+# what a resume must agree on, in the order a mismatch is reported (see the module docstring)
+IDENTITY_KEYS = ("attack", "params", "seed", "model_sha256", "impl", "impl_kind", "backend", "luts", "members",
+                 "dataset", "split", "data_seed", "n", "indices_sha256", "images_sha256")
+CALLER_KEYS = ("model_sha256", "dataset", "split", "data_seed")   # identity the caller may pass in meta
 
 
 def run_paths(out: str | os.PathLike) -> dict[str, Path]:
@@ -68,24 +99,101 @@ def select_evasion_set(impls: Sequence[Any], x: np.ndarray, y: np.ndarray, n: in
     return np.asarray(keep[:n], dtype=np.int64)
 
 
-def read_records(path: Path, repair: bool = False) -> list[dict]:
-    """Complete JSONL records; with ``repair`` a torn last line (killed mid-write) is cut off."""
-    if not path.exists():
-        return []
+def _parse_records(path: Path) -> tuple[list[dict], int | None]:
+    """Records of the complete lines of ``path`` and the byte offset of a torn last line (None
+    when the file ends with a newline). A bad complete line is an error naming its number."""
+    if path.is_dir():
+        raise AxlabError(f"{path} is a directory, not a run file (RUN.jsonl)")
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
-    if repair and end != len(data):
+    recs: list[dict] = []
+    seen: dict[int, int] = {}
+    for no, line in enumerate(data[:end].split(b"\n")[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise AxlabError(f"{path}, line {no}: corrupt record ({exc.__class__.__name__}: "
+                             f"{str(exc)[:60]}); only a torn last line is repaired: fix or delete the "
+                             "run file") from None
+        idx = rec.get("index") if isinstance(rec, dict) else None
+        if not (isinstance(idx, int) and not isinstance(idx, bool) and idx >= 0
+                and isinstance(rec.get("label"), int) and isinstance(rec.get("success"), bool)):
+            raise AxlabError(f"{path}, line {no}: not an attack record (needs integer index >= 0, integer "
+                             "label, boolean success): fix or delete the run file")
+        if idx in seen:
+            raise AxlabError(f"{path}, line {no}: image index {idx} is already recorded on line "
+                             f"{seen[idx]} (two runs mixed?): fix or delete the run file")
+        seen[idx] = no
+        recs.append(rec)
+    return recs, (end if end != len(data) else None)
+
+
+def read_records(path: Path, repair: bool = False) -> list[dict]:
+    """Complete JSONL records, in file order. A complete line that is not a record, or repeats
+    an image index, raises :class:`AxlabError` naming the line; a torn last line (no final
+    newline: killed mid-write) is ignored, and with ``repair`` cut off the file, but only after
+    every complete line checked out (a refused file is left byte-identical)."""
+    if not path.exists():
+        return []
+    recs, torn = _parse_records(path)
+    if repair and torn is not None:
         with open(path, "r+b") as fh:
-            fh.truncate(end)
-    recs = []
-    for line in data[:end].splitlines():
-        if line.strip():
-            try:
-                recs.append(json.loads(line))
-            except json.JSONDecodeError:
-                if not repair:
-                    raise AxlabError(f"{path}: corrupt line {line[:60]!r}") from None
+            fh.truncate(torn)
     return recs
+
+
+def impl_identity(impl: Any) -> dict[str, Any]:
+    """Identity of an implementation (see the module docstring): name, kind, backend, model
+    and per-layer LUT sha256 (nn.api objects); an ensemble lists its members' identities.
+    Objects without these attributes (test shims) contribute their name only."""
+    members = getattr(impl, "members", None)
+    if members is not None:
+        return {"impl": getattr(impl, "name", "?"), "impl_kind": "ensemble", "backend": None, "luts": None,
+                "model_sha256": None, "members": [impl_identity(m) for m in members]}
+    bundle = getattr(impl, "bundle", None)
+    luts = getattr(impl, "luts", None)
+    return {"impl": getattr(impl, "name", "?"), "impl_kind": getattr(impl, "impl", None),
+            "backend": getattr(impl, "backend", None), "luts": [lut.sha256 for lut in luts] if luts else None,
+            "model_sha256": getattr(bundle, "sha256", None), "members": None}
+
+
+def run_identity(attack: Attack, impl: Any, x: np.ndarray, y: np.ndarray, indices: Sequence[int],
+                 seed: int, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The identity (:data:`IDENTITY_KEYS`) of attacking ``x[indices]`` on ``impl``; the keys of
+    :data:`CALLER_KEYS` come from ``meta`` (``model_sha256`` only where ``impl`` has no model)."""
+    meta = meta or {}
+    idx = np.asarray(list(indices), dtype=np.int64)
+    img = hashlib.sha256()
+    img.update(np.ascontiguousarray(x[idx]).tobytes())
+    img.update(np.asarray(y, dtype=np.int64)[idx].tobytes())
+    ident = {k: meta.get(k) for k in CALLER_KEYS}
+    own = impl_identity(impl)
+    if own["model_sha256"] is None:
+        own["model_sha256"] = meta.get("model_sha256")
+    ident.update(own)
+    ident.update({"attack": attack.name, "params": attack.params, "seed": int(seed), "n": int(len(idx)),
+                  "indices_sha256": hashlib.sha256(idx.tobytes()).hexdigest(), "images_sha256": img.hexdigest()})
+    return canonical(ident)
+
+
+def check_resume(out: str | os.PathLike, wanted: dict[str, Any],
+                 keys: Sequence[str] = IDENTITY_KEYS) -> list[dict]:
+    """Refuse to resume ``out`` unless its recorded identity agrees with ``wanted`` on ``keys``.
+
+    Reads only: checks every complete line of the run file first (a corrupt one is an error
+    naming its number). Returns the finished records ([] for a new or empty run). The CLI calls
+    it with the keys it knows before loading data, so a mismatch is refused before any work."""
+    paths = run_paths(out)
+    records = read_records(paths["jsonl"])
+    if not records:
+        return []
+    if not paths["meta"].exists():
+        raise AxlabError(f"{paths['jsonl']} holds {len(records)} records but {paths['meta']} is missing, so "
+                         f"which run made them cannot be checked; {HINT}")
+    check_identity(paths["jsonl"], read_identity(paths["meta"], "run identity"), wanted, list(keys))
+    return records
 
 
 def _jsonable(v: Any) -> Any:
@@ -117,22 +225,24 @@ def run_attack(attack: Attack, impl: Any, x: np.ndarray, y: np.ndarray, indices:
 def _run_locked(attack: Attack, impl: Any, x: np.ndarray, y: np.ndarray, indices: Iterable[int],
                 paths: dict[str, Path], seed: int, batch: int, meta: dict[str, Any] | None,
                 progress: bool) -> list[dict]:
-    cfg = {"attack": attack.name, "params": attack.params, "seed": int(seed),
-           "impl": getattr(impl, "name", "?")}
-    cfg.update({k: v for k, v in (meta or {}).items() if k not in cfg})
-    if paths["meta"].exists() and paths["jsonl"].stat().st_size:
-        old = json.loads(paths["meta"].read_text())
-        diff = [k for k in META_KEYS if json.dumps(old.get(k), sort_keys=True)
-                != json.dumps(cfg.get(k), sort_keys=True)]
-        if diff:
-            raise AxlabError(f"{paths['jsonl']} holds a run with a different {', '.join(diff)} "
-                             f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); choose another "
-                             "--out or delete it")
+    indices = [int(i) for i in indices]
+    ident = run_identity(attack, impl, x, y, indices, seed, meta)
+    # everything that can refuse happens here, before any image is attacked or any file written
+    records = check_resume(paths["jsonl"], ident)
+    wanted = set(indices)
+    stray = [r["index"] for r in records if r["index"] not in wanted]
+    if stray:          # cannot happen with equal identities unless the file was edited
+        raise AxlabError(f"{paths['jsonl']}: image index {stray[0]} is not in this run's image selection; {HINT}")
     paths["jsonl"].parent.mkdir(parents=True, exist_ok=True)
     paths["adv"].mkdir(parents=True, exist_ok=True)
-    paths["meta"].write_text(json.dumps(cfg, indent=1, sort_keys=True, default=str))
-    done = {int(r["index"]) for r in read_records(paths["jsonl"], repair=True)}
-    todo = [int(i) for i in indices if int(i) not in done]
+    if not records:    # a new run (or one without a finished image): record what defines it
+        info = {k: v for k, v in (meta or {}).items() if k not in ident}
+        info.update(created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    axlab_version=_version(), batch=int(batch))
+        atomic_write(paths["meta"], json.dumps({**info, **ident}, indent=1, sort_keys=True, default=str))
+    read_records(paths["jsonl"], repair=True)            # cut a torn last line (killed mid-write)
+    done = {int(r["index"]) for r in records}
+    todo = [i for i in indices if i not in done]
     oracle = Oracle(impl)
     bar = None
     if progress:
@@ -166,6 +276,15 @@ def _run_locked(attack: Attack, impl: Any, x: np.ndarray, y: np.ndarray, indices
     records = read_records(paths["jsonl"])
     _write_npz(paths, records)
     return records
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("axlab")
+    except Exception:          # not installed as a distribution (source tree): metadata only
+        return "unknown"
 
 
 def _write_npz(paths: dict[str, Path], records: list[dict]) -> None:
@@ -211,10 +330,11 @@ def load_run(path: str | os.PathLike) -> Run:
     records = read_records(paths["jsonl"])
     if not records:
         raise AxlabError(f"{paths['jsonl']}: the run holds no attacked image")
-    from attacks.run_images import load_run_images, load_run_meta  # untrusted files: checked
-
-    imgs = load_run_images(paths["adv"], records, paths["jsonl"])
-    meta = load_run_meta(paths["meta"])
+    try:
+        imgs = np.stack([np.load(paths["adv"] / f"{r['index']}.npy") for r in records])
+    except FileNotFoundError as exc:
+        raise AxlabError(f"{paths['jsonl']}: adversarial image missing ({exc.filename})") from None
+    meta = json.loads(paths["meta"].read_text()) if paths["meta"].exists() else {}
     return Run(paths["jsonl"], records, imgs[:, 0], imgs[:, 1], meta)
 
 

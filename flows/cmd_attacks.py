@@ -113,7 +113,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from attacks.implspec import Ensemble, load_impl, parse_spec
     from attacks.params import parse_kv
     from attacks.registry import make_attack
-    from attacks.runner import format_summary, run_attack, select_evasion_set, summarize
+    from attacks.runner import (check_resume, format_summary, impl_identity, run_attack,
+                                select_evasion_set, summarize)
     from nn.api import load_dataset, load_model
 
     kv = parse_kv([item for group in args.param for item in group])
@@ -122,6 +123,11 @@ def cmd_attack(args: argparse.Namespace) -> int:
         raise AxlabError(f"--n {args.n} out of range; allowed: n >= 1")
     if args.batch < 1:
         raise AxlabError(f"--batch {args.batch} out of range; allowed: batch >= 1")
+    # resume identity (attacks.runner): what is known now is checked before anything is loaded,
+    # the implementation once it is loaded, the image selection in run_attack
+    asked = {"attack": attack.name, "params": attack.params, "seed": args.seed, "dataset": args.dataset,
+             "split": args.split, "data_seed": args.data_seed}
+    check_resume(args.out, asked, list(asked))
     bundle = load_model(args.model)
     if args.ensemble:
         specs = [parse_spec(s) for s in args.ensemble]
@@ -131,6 +137,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
         spec = _target_spec(args)
         target = load_impl(spec, bundle)
         source = target.name
+    asked = impl_identity(target)
+    asked["model_sha256"] = asked["model_sha256"] or bundle.sha256
+    check_resume(args.out, asked, ["model_sha256", "impl", "impl_kind", "backend", "luts", "members"])
     study: list[Any] = [target]
     if args.study and args.study != ["none"]:
         study += [load_impl(parse_spec(s)) for s in args.study]
