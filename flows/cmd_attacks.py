@@ -12,6 +12,7 @@ from typing import Any
 from attacks.params import ATTACK_NAMES, params_help
 from flows.cliargs import int_range, out_dir, out_file, positive_int, seed_int
 from hwsim.errors import AxlabError
+from nn.paths import add_path_option, apply_path_option
 
 SPEC_HELP = """\
 implementation SPEC syntax:
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--design", help="design.json (with --impl ax)")
     p.add_argument("--multiplier", help="multiplier in every layer (with --impl ax)")
     p.add_argument("--backend", choices=["torch", "numba", "cuda"], default="torch")
+    add_path_option(p)
     p.add_argument("--attack", required=True, metavar="NAME",
                    help="one of: " + " ".join(ATTACK_NAMES))
     p.add_argument("--param", action="append", nargs="+", default=[], metavar="K=V",
@@ -68,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--to", nargs="+", required=True, metavar="SPEC")
     t.add_argument("--out", type=out_dir, required=True, metavar="DIR")
     t.add_argument("--no-progress", action="store_true")
+    add_path_option(t)
     t.set_defaults(func=cmd_transfer)
 
     d = sub.add_parser("detect", help="KL-divergence input-transformation detection report",
@@ -82,6 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--design")
     d.add_argument("--multiplier")
     d.add_argument("--backend", choices=["torch", "numba", "cuda"], default="torch")
+    add_path_option(d)
     d.add_argument("--spec", nargs="+", default=[], metavar="SPEC",
                    help="further implementations by SPEC")
     d.add_argument("--clean", default="run",
@@ -117,6 +121,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                                 select_evasion_set, summarize)
     from nn.api import load_dataset, load_model
 
+    apply_path_option(args)
     kv = parse_kv([item for group in args.param for item in group])
     attack = make_attack(args.attack, kv)            # bad names/params fail before any loading
     if args.n < 1:
@@ -175,6 +180,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from attacks.runner import load_run
     from attacks.transfer import format_matrix, transfer_rates, write_transfer
 
+    apply_path_option(args)
     specs = [parse_spec(s) for s in args.to]
     runs = [load_run(r) for r in args.runs]
     targets = [(str(s), load_impl(s)) for s in specs]
@@ -193,6 +199,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from attacks.runner import load_run
     from nn.api import load_dataset, load_model
 
+    apply_path_option(args)
     run = load_run(args.adv)
     ok = run.success
     if not ok.any():

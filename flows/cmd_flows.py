@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from flows.cliargs import finite_float, in_dir, int_range, nonneg_int, out_dir, out_file, positive_int, seed_int
+from nn.paths import add_path_option, apply_path_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--attack", default="square", help="fast black-box attack of the robustness objective")
     d.add_argument("--param", nargs="+", default=[], metavar="K=V", help="attack parameters")
     d.add_argument("--backend", default="numba", choices=["torch", "numba", "cuda"])
+    add_path_option(d)
     d.add_argument("--seed", type=seed_int, default=0)
     d.add_argument("--executor", default="local", choices=["local", "dask"])
     d.add_argument("--scheduler", default=None, help="Dask scheduler address (with --executor dask)")
@@ -39,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="override a flow-file key (dotted path, YAML value), e.g. dse.generations=2; repeatable")
     r.add_argument("--no-progress", action="store_true")
+    add_path_option(r)
     r.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write report.md and report.html for a run folder")
@@ -51,6 +54,7 @@ def cmd_dse(args) -> int:
     from attacks.params import parse_kv
     from flows.dse import run_dse
 
+    apply_path_option(args)  # inherited by the DSE worker processes ($AXLAB_NN_PATH)
     mults = args.multipliers if "," not in args.multipliers else args.multipliers.split(",")
     params = parse_kv(args.param) if args.param else None
     cfg = {"model": args.model, "dataset": args.dataset, "multipliers": mults,
@@ -72,6 +76,7 @@ def cmd_dse(args) -> int:
 def cmd_run(args) -> int:
     from flows.flow import load_flow, make_runner
 
+    apply_path_option(args)  # inherited by every stage the flow runs ($AXLAB_NN_PATH)
     flow = load_flow(args.flow, args.sets)
     out = Path(args.out) if args.out else Path("runs") / flow["name"]
     make_runner(flow, out, progress=not args.no_progress).run()

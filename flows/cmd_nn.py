@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", type=out_file, required=True, help="model file to write (safetensors)")
     t.set_defaults(func=_train)
 
+    from nn.paths import add_path_option
+
     e = sub.add_parser("eval", help="accuracy of a model as fp, QNN (q) or AxNN (ax)")
     e.add_argument("--model", required=True)
     e.add_argument("--dataset", default=None, help="default: the model's dataset")
@@ -55,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--multiplier", help="one multiplier in every layer: LUT .npz, netlist .v or store name")
     e.add_argument("--backend", default="numba", choices=["torch", "numba", "cuda"])
     e.add_argument("--no-lowrank", action="store_true", help="numba: always use the gather kernel")
+    add_path_option(e)
     e.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images")
     e.add_argument("--json", action="store_true", help="print a JSON object")
     e.add_argument("--logits", type=out_file, help="save the raw output tensor (.npy; int codes for q/ax)")
@@ -129,6 +132,9 @@ def _eval(args: argparse.Namespace) -> int:
     x, y = load_dataset(ds, args.split)
     if args.limit is not None:
         x, y = x[:args.limit], y[:args.limit]
+    from nn.paths import apply_path_option
+
+    apply_path_option(args)
     impl = load_implementation(bundle, args.impl, design=args.design, multiplier=args.multiplier,
                                backend=args.backend, lowrank=not args.no_lowrank)
     t0 = time.time()
@@ -142,6 +148,8 @@ def _eval(args: argparse.Namespace) -> int:
            "images_per_s": round(len(y) / dt, 1) if dt > 0 else None}
     if impl.engine is not None:
         res["layers"] = impl.engine.describe()
+        if hasattr(impl.engine, "path_report"):  # chosen exact path per layer (nn.paths)
+            res["paths"] = impl.engine.path_report()
     if args.agreement:
         agree = fq_agreement(bundle, x, backend=args.backend)
         res["fq_agreement"], res["fq_code_agreement"] = agree["top1"], agree["codes"]

@@ -27,6 +27,7 @@ MAC providers (``acc`` before requantisation):
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ from hwsim.errors import AxlabError
 from hwsim.lut import Lut, exact_table
 from nn.bundle import ModelBundle
 from nn.lowrank import LowRank, integer_factor
+from nn.paths import LayerPaths, check_path, default_path
 
 F32_EXACT = 2**24
 F64_EXACT = 2**53
@@ -401,42 +403,65 @@ class IntegerEngine:
         return super().__new__(cls)
 
     def __init__(self, bundle: ModelBundle, luts: list[Lut] | None = None, backend: str = "torch",
-                 lowrank: bool = True, max_rank: int = 8) -> None:
+                 lowrank: bool = True, max_rank: int = 8, path: str | None = None) -> None:
+        """``path`` (numba backend; see nn.paths): ``auto`` times the exact paths of each layer on
+        its first batch of each shape and keeps the fastest, ``lowrank`` uses the low-rank
+        convolution where the LUT's error has one (else the gather kernels), ``gather`` always
+        the gather kernels; None: ``$AXLAB_NN_PATH`` or auto. ``lowrank=False`` means ``gather``.
+        The torch and cuda backends have one (gather) path. Every path gives the same logits."""
         if backend not in BACKENDS:
             raise AxlabError(f"unknown backend {backend!r} (torch, numba or cuda)")
-        self.bundle, self.backend = bundle, backend
+        path = check_path(path) if path is not None else default_path()
+        if not lowrank:
+            if path == "lowrank":
+                raise AxlabError("--path lowrank contradicts --no-lowrank (lowrank=False)")
+            path = "gather"
+        if backend != "numba" and path == "lowrank" and luts is not None:
+            raise AxlabError(f"--path lowrank needs --backend numba (backend {backend} has only the gather path)")
+        self.bundle, self.backend, self.path = bundle, backend, path
         g = bundle.graph
         layers = g.layers()
         if luts is not None and len(luts) != len(layers):
             raise AxlabError(f"{len(luts)} multipliers given but the model has {len(layers)} approximable layers "
                              f"({', '.join(layers)})")
+        # macs: each layer's primary MAC (the low-rank one where it exists); paths: every exact
+        # path of the layer and the choice among them, which is what run_codes uses
         self.macs: dict[str, Any] = {}
+        self.paths: dict[str, LayerPaths] = {}
         self.lq: dict[str, LayerQ] = {}
         self.epi = epilogue_torch if backend == "torch" else epilogue_numba
         for i, name in enumerate(layers):
             node = g.by_name[name]
             L = self.lq[name] = _layer_q(bundle, node)
             lut = luts[i] if luts is not None else None
+            cands: dict[str, Any] = {}
+            mode = "only"
             if lut is None:
-                self.macs[name] = ConvMac(L, None, use_numba=backend != "torch")
-                continue
-            check_lut(lut, name)
-            if backend == "torch":
-                self.macs[name] = TorchGather(L, lut)
-            elif backend == "cuda":
-                self.macs[name] = CudaGather(L, lut)
+                cands["exact"] = ConvMac(L, None, use_numba=backend != "torch")
             else:
-                mac = None
-                if lowrank:
-                    f = lut_factor(lut, max_rank)
-                    if f is not None:
-                        # an unsigned LUT's error is E(a_op, w_op); the int8-centred exact part
-                        # is unchanged, so the same expansion applies with the LUT's own U, V
-                        try:
-                            mac = ConvMac(L, f, use_numba=True)
-                        except AxlabError:
-                            mac = None
-                self.macs[name] = mac if mac is not None else NumbaGather(L, lut)
+                check_lut(lut, name)
+                if backend == "torch":
+                    cands["gather"] = TorchGather(L, lut)
+                elif backend == "cuda":
+                    cands["gather"] = CudaGather(L, lut)
+                else:
+                    if path != "gather":
+                        f = lut_factor(lut, max_rank)
+                        if f is not None:
+                            # an unsigned LUT's error is E(a_op, w_op); the int8-centred exact part
+                            # is unchanged, so the same expansion applies with the LUT's own U, V
+                            try:
+                                cands["lowrank"] = ConvMac(L, f, use_numba=True)
+                            except AxlabError:
+                                pass
+                    if path == "auto" or not cands:
+                        cands["gather"] = NumbaGather(L, lut)
+                    mode = "auto" if len(cands) > 1 else ("forced" if path != "auto" else "only")
+            self.macs[name] = next(iter(cands.values()))
+            shape = {"C": int(L.w.shape[1]), "Co": int(L.w.shape[0]), "k": list(L.w.shape[2:]),
+                     "stride": list(L.stride), "padding": list(L.padding), "dense": L.dense}
+            self.paths[name] = LayerPaths(name, cands, functools.partial(self._run_mac, L), mode, shape,
+                                          lut.sha256 if lut is not None else "", _describe_mac)
         self.add_q: dict[str, tuple[int, int, int, int, int, int]] = {}
         qp = bundle.qparams
         for n in g.nodes:
@@ -448,9 +473,27 @@ class IntegerEngine:
                 mb = int(round(sb / so * 2**ADD_SHIFT))
                 self.add_q[n["name"]] = (za, ma, zb, mb, zo, zo if n["relu"] else -128)
 
+    def _run_mac(self, L: LayerQ, mac: Any, x: torch.Tensor) -> torch.Tensor:
+        """One layer through one MAC and the epilogue: centred output codes (N, Co, P) float32."""
+        acc, sidx = mac(x)
+        return self.epi(acc, sidx, mac.zc, L, mac.const)
+
     def describe(self) -> dict[str, str]:
-        return {k: (f"{m.kind}(R={m.R},G={m.groups},{str(m.dtype)[6:]})" if isinstance(m, ConvMac) else m.kind)
-                for k, m in self.macs.items()}
+        """Layer -> the MAC that ran last (before any run: the primary MAC, marked ``auto:``
+        when the choice is still to be measured)."""
+        out = {}
+        for k, lp in self.paths.items():
+            cur = lp.current()
+            if cur is not None:
+                out[k] = lp.desc[cur[0]]
+            else:
+                out[k] = ("auto:" if lp.mode == "auto" else "") + _describe_mac(self.macs[k])
+        return out
+
+    def path_report(self) -> dict[str, dict[str, Any]]:
+        """Layer -> chosen path, how it was chosen (measured, cache, forced, only) and the
+        candidates' times (ms) where measured; see nn.paths.LayerPaths.report."""
+        return {k: lp.report() for k, lp in self.paths.items()}
 
     @torch.no_grad()
     def run_codes(self, x: np.ndarray) -> torch.Tensor:
@@ -468,9 +511,8 @@ class IntegerEngine:
                 dense = op == "linear"
                 if dense:
                     xi = xi.reshape(xi.shape[0], -1, 1, 1)
-                mac, L = self.macs[n["name"]], self.lq[n["name"]]
-                acc, sidx = mac(xi.contiguous())
-                out = self.epi(acc, sidx, mac.zc, L, mac.const)
+                L = self.lq[n["name"]]
+                out = self.paths[n["name"]](xi.contiguous())
                 if dense:
                     y = out.reshape(out.shape[0], -1)
                 else:
@@ -525,6 +567,10 @@ class IntegerEngine:
         if not outs:
             return np.zeros((0, self.bundle.num_classes), dtype=np.int32)
         return np.concatenate(outs)
+
+
+def _describe_mac(m: Any) -> str:
+    return f"{m.kind}(R={m.R},G={m.groups},{str(m.dtype)[6:]})" if isinstance(m, ConvMac) else m.kind
 
 
 def _conv_out(hw: tuple[int, int], L: LayerQ) -> tuple[int, int]:
