@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="accuracy of a model as fp, QNN (q) or AxNN (ax)")
     e.add_argument("--model", required=True)
     e.add_argument("--dataset", default=None, help="default: the model's dataset")
+    e.add_argument("--images", default=None,
+                   help="instead of --dataset: uint8 images (.npy, NHWC or NCHW, the model's input size)")
+    e.add_argument("--labels", default=None, help="with --images: integer labels (.npy, one per image)")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--impl", default="q", choices=["fp", "q", "ax"])
     g = e.add_mutually_exclusive_group()
@@ -64,6 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--agreement", action="store_true",
                    help="impl q: also report the QNN's agreement with the fake-quant network (fq_agreement)")
     e.set_defaults(func=_eval)
+
+    m = sub.add_parser("import", help="convert a full-integer int8 TFLite model into an axlab model file")
+    m.add_argument("tflite", help="the .tflite file")
+    m.add_argument("--out", type=out_file, required=True, help="model file to write (.axm, safetensors)")
+    m.set_defaults(func=_import)
 
     d = sub.add_parser("design", help="write a design.json assigning multipliers to layers")
     d.add_argument("--model", required=True)
@@ -127,11 +135,25 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.agreement and args.impl != "q":
         raise AxlabError(f"--agreement compares the QNN with fake quant: it needs --impl q, not {args.impl}")
+    if args.labels is not None and args.images is None:
+        raise AxlabError("--labels goes with --images")
+    if args.images is not None and args.dataset is not None:
+        raise AxlabError("give either --images or --dataset, not both")
     bundle = load_model(args.model)
-    ds = args.dataset or bundle.dataset
-    x, y = load_dataset(ds, args.split)
+    if args.images is not None:
+        from nn.api import load_images, load_labels
+
+        ds = args.images
+        x = load_images(args.images, bundle)
+        y = load_labels(args.labels, len(x), bundle.num_classes) if args.labels is not None else None
+    else:
+        ds = args.dataset or bundle.dataset
+        if not ds:
+            raise AxlabError(f"{args.model} names no dataset: give --dataset or --images")
+        x, y = load_dataset(ds, args.split)
     if args.limit is not None:
-        x, y = x[:args.limit], y[:args.limit]
+        x = x[:args.limit]
+        y = y[:args.limit] if y is not None else None
     from nn.paths import apply_path_option
 
     apply_path_option(args)
@@ -140,12 +162,12 @@ def _eval(args: argparse.Namespace) -> int:
     t0 = time.time()
     logits = impl.logits(x, progress=not args.json)
     dt = time.time() - t0
-    acc = float((logits.argmax(1) == y).mean()) if len(y) else float("nan")
+    acc = None if y is None else float((logits.argmax(1) == y).mean()) if len(y) else float("nan")
     if args.logits:
         np.save(args.logits, logits)
-    res = {"accuracy": acc, "n": int(len(y)), "impl": args.impl, "name": impl.name, "backend": args.backend,
+    res = {"accuracy": acc, "n": int(len(x)), "impl": args.impl, "name": impl.name, "backend": args.backend,
            "dataset": ds, "split": args.split, "model": bundle.sha256, "seconds": round(dt, 3),
-           "images_per_s": round(len(y) / dt, 1) if dt > 0 else None}
+           "images_per_s": round(len(x) / dt, 1) if dt > 0 else None}
     if impl.engine is not None:
         res["layers"] = impl.engine.describe()
         if hasattr(impl.engine, "path_report"):  # chosen exact path per layer (nn.paths)
@@ -157,8 +179,22 @@ def _eval(args: argparse.Namespace) -> int:
         json.dump(res, sys.stdout)
         print()
     else:
-        print(f"{impl.name} [{args.backend}] on {ds}/{args.split}: accuracy {acc:.4f} ({len(y)} images, {dt:.2f} s)"
+        print(f"{impl.name} [{args.backend}] on {ds}/{args.split}: "
+              + (f"accuracy {acc:.4f}" if acc is not None else "no labels") + f" ({len(x)} images, {dt:.2f} s)"
               + (f", QNN/fake-quant agreement {res['fq_agreement']:.4f}" if args.agreement else ""))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from nn.api import save_model
+    from nn.tflite_import import import_tflite
+
+    bundle = import_tflite(args.tflite)
+    save_model(bundle, args.out)
+    ops = sorted({n["op"][4:] for n in bundle.graph.nodes if n["op"] != "input"})
+    print(f"{args.out}: {len(bundle.graph.nodes) - 1} operators ({', '.join(ops)}), {len(bundle.layers())} "
+          f"approximable layers, input {bundle.meta['input_dtype']} {tuple(bundle.input_shape)} (C, H, W), "
+          f"{bundle.num_classes} outputs, sha256 {bundle.sha256[:16]}")
     return 0
 
 

@@ -20,7 +20,7 @@ from nn.design import load_design_dict, make_design, read_design, resolve_multip
 from nn.engine import BACKENDS, IntegerEngine
 from nn.quant import GraphModule
 
-__all__ = ["load_dataset", "load_model", "save_model", "ModelBundle", "approximable_layers",
+__all__ = ["load_dataset", "load_model", "save_model", "ModelBundle", "approximable_layers", "load_images", "load_labels",
            "load_implementation", "Implementation", "write_design", "read_design", "resolve_multiplier",
            "make_design", "fq_agreement"]
 
@@ -102,6 +102,43 @@ def fq_agreement(bundle: ModelBundle, x: np.ndarray, backend: str = "numba", bat
     if not len(x):
         return {"top1": float("nan"), "codes": float("nan")}
     return {"top1": float((q.argmax(1) == f.argmax(1)).mean()), "codes": float((q == f).mean())}
+
+
+def _load_npy(path: str | Path, what: str) -> np.ndarray:
+    try:
+        a = np.load(path, allow_pickle=False)
+    except OSError as exc:
+        raise AxlabError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # pickled objects, bad header, truncated data
+        raise AxlabError(f"{path}: not a readable .npy array of {what} ({exc})") from None
+    if not isinstance(a, np.ndarray):
+        raise AxlabError(f"{path}: a .npy file with one array of {what} is needed (got an archive)")
+    return a
+
+
+def load_images(path: str | Path, bundle: ModelBundle) -> np.ndarray:
+    """uint8 images from a .npy file, NCHW or NHWC, -> NCHW matching the model's input
+    (C, H, W); anything else is one AxlabError line naming the file and the shapes allowed."""
+    a = _load_npy(path, "images")
+    c, h, w = (int(v) for v in bundle.input_shape)
+    if a.dtype != np.uint8:
+        raise AxlabError(f"{path}: images must be uint8 (pixels 0..255), got {a.dtype}")
+    if a.ndim == 4 and tuple(a.shape[1:]) == (c, h, w):
+        return np.ascontiguousarray(a)
+    if a.ndim == 4 and tuple(a.shape[1:]) == (h, w, c):
+        return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+    raise AxlabError(f"{path}: images of shape {a.shape} do not fit the model input: need (N, {c}, {h}, {w}) "
+                     f"NCHW or (N, {h}, {w}, {c}) NHWC uint8")
+
+
+def load_labels(path: str | Path, n: int, classes: int) -> np.ndarray:
+    """Integer labels (n,) in [0, classes) from a .npy file, as int64."""
+    a = _load_npy(path, "labels")
+    if a.ndim != 1 or len(a) != n or a.dtype.kind not in "iu":
+        raise AxlabError(f"{path}: labels must be {n} integers (one per image), got {a.dtype} of shape {a.shape}")
+    if n and (a.min() < 0 or a.max() >= classes):
+        raise AxlabError(f"{path}: labels must lie in [0, {classes - 1}], got {a.min()}..{a.max()}")
+    return a.astype(np.int64)
 
 
 def _check_images(x: Any, bundle: ModelBundle, what: str = "images") -> np.ndarray:
