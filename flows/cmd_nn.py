@@ -45,6 +45,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", type=out_file, required=True, help="model file to write (safetensors)")
     t.set_defaults(func=_train)
 
+    z = sub.add_parser("zoo", help="the repository's trained models, loadable as --model zoo:NAME")
+    zsub = z.add_subparsers(dest="zoo_cmd", metavar="ACTION")
+    zl = zsub.add_parser("list", help="zoo models with their status, accuracies and training command")
+    zl.add_argument("--json", action="store_true", help="print the index entries as JSON")
+    zl.set_defaults(func=_zoo_list)
+    za = zsub.add_parser("add", help="record a trained model file in zoo/index.json (sha256, test accuracies)")
+    za.add_argument("name", help="zoo name, e.g. resnet8-cifar10")
+    za.add_argument("--file", required=True, help="the model file, directly inside zoo/")
+    za.add_argument("--command", default=None, help="the exact axlab train command (default: the index's)")
+    za.add_argument("--eval", action="append", default=[], metavar="LABEL=DATASET",
+                    help="report fp/QNN test accuracy on DATASET as fp_LABEL/q_LABEL (repeatable)")
+    za.add_argument("--backend", default="numba", choices=["torch", "numba", "cuda"])
+    za.set_defaults(func=_zoo_add)
+    z.set_defaults(func=lambda a: (z.print_help(), 2)[1])
+
     from nn.paths import add_path_option
 
     e = sub.add_parser("eval", help="accuracy of a model as fp, QNN (q) or AxNN (ax)")
@@ -108,12 +123,12 @@ def _train(args: argparse.Namespace) -> int:
         raise AxlabError(f"--checkpoint {args.checkpoint} exists: add --resume to continue that run, or delete it "
                          "to start over")
     t0 = time.time()
+    x, y = load_dataset(args.dataset, "test")  # before training: a broken test split fails now, not hours later
     bundle = train(args.model, args.dataset, args.epochs, qat=args.qat, seed=args.seed,
                    qat_epochs=args.qat_epochs, batch=args.batch, lr=args.lr,
                    threads=args.threads if args.threads is not None else (1 if args.model == "minnet" else None),
                    recipe=args.recipe, checkpoint=args.checkpoint, resume=args.resume,
                    log=lambda line: tqdm.write(line, file=sys.stderr))
-    x, y = load_dataset(args.dataset, "test")
     accs = {}
     for impl in ("fp", "q"):
         accs[impl] = float((load_implementation(bundle, impl, backend="numba").logits(x).argmax(1) == y).mean())
@@ -124,6 +139,33 @@ def _train(args: argparse.Namespace) -> int:
     print(f"{args.out}: {args.model} on {args.dataset}, {args.epochs} epochs{' (QAT)' if bundle.meta['qat'] else ''}, "
           f"test accuracy fp {accs['fp']:.4f}, QNN {accs['q']:.4f}, QNN/fake-quant agreement {agree['top1']:.4f} "
           f"(output codes {agree['codes']:.4f}), {time.time() - t0:.1f} s, sha256 {bundle.sha256[:16]}")
+    return 0
+
+
+def _zoo_list(args: argparse.Namespace) -> int:
+    from nn.zoo import format_list, read_index
+
+    entries = read_index()
+    if args.json:
+        json.dump(entries, sys.stdout, indent=1)
+        print()
+    else:
+        print(format_list(entries))
+    return 0
+
+
+def _zoo_add(args: argparse.Namespace) -> int:
+    from hwsim.errors import AxlabError
+    from nn.zoo import add_entry, format_list
+
+    evals = {}
+    for item in args.eval:
+        label, sep, spec = item.partition("=")
+        if not sep or not label or not spec:
+            raise AxlabError(f"--eval {item!r}: expected LABEL=DATASET, e.g. cifar10_exact=cifar10:PATH")
+        evals[label] = spec
+    entry = add_entry(args.name, args.file, args.command, evals, backend=args.backend)
+    print(format_list([entry]))
     return 0
 
 

@@ -162,7 +162,12 @@ def save_model(bundle: ModelBundle, path: str | Path) -> Path:
 
 def load_model(path: str | Path) -> ModelBundle:
     """Read a model file (safetensors; no code execution), or import a TFLite flatbuffer
-    (recognised by its "TFL3" identifier; see nn.tflite_import). Corrupt files raise AxlabError."""
+    (recognised by its "TFL3" identifier; see nn.tflite_import). Corrupt files raise AxlabError.
+    ``zoo:NAME`` names a model of the repository's zoo (nn.zoo; sha256 checked)."""
+    if isinstance(path, str) and path.startswith("zoo:"):
+        from nn.zoo import resolve
+
+        path = resolve(path)
     path = Path(path)
     try:
         data = path.read_bytes()

@@ -83,7 +83,8 @@ def load_checkpoint(path: str | Path | None, config: dict[str, Any]) -> TrainSta
         raise AxlabError(f"--resume: checkpoint {path} does not exist (start without --resume)")
     state = read_checkpoint(path)
     saved = state.config
-    for key in sorted(set(saved) | set(config)):
+    # user-facing settings first; float_epochs is derived from epochs and qat_epochs
+    for key in sorted(set(saved) | set(config), key=lambda k: (k == "float_epochs", k)):
         if saved.get(key) != config.get(key):
             raise AxlabError(f"{path}: checkpoint was written with {key}={saved.get(key)!r}, this run has "
                              f"{key}={config.get(key)!r}; resume with the checkpoint's settings or start a new "

@@ -26,6 +26,9 @@ class MinNet(tnn.Module):
         self.conv2 = tnn.Conv2d(32, 64, 3)
         self.pool = tnn.MaxPool2d(2)
         side = ((size - 2) // 2 - 2) // 2
+        if side < 1:
+            raise AxlabError(f"minnet needs images of at least 10x10 pixels (two unpadded 3x3 convs and two 2x2 "
+                             f"pools), got {size}x{size}")
         self.fc1 = tnn.Linear(64 * side * side, 64)
         self.fc2 = tnn.Linear(64, num_classes)
 
