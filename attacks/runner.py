@@ -330,11 +330,10 @@ def load_run(path: str | os.PathLike) -> Run:
     records = read_records(paths["jsonl"])
     if not records:
         raise AxlabError(f"{paths['jsonl']}: the run holds no attacked image")
-    try:
-        imgs = np.stack([np.load(paths["adv"] / f"{r['index']}.npy") for r in records])
-    except FileNotFoundError as exc:
-        raise AxlabError(f"{paths['jsonl']}: adversarial image missing ({exc.filename})") from None
-    meta = json.loads(paths["meta"].read_text()) if paths["meta"].exists() else {}
+    from attacks.run_images import load_run_images, load_run_meta  # untrusted files: checked
+
+    imgs = load_run_images(paths["adv"], records, paths["jsonl"])
+    meta = load_run_meta(paths["meta"])
     return Run(paths["jsonl"], records, imgs[:, 0], imgs[:, 1], meta)
 
 
