@@ -4,8 +4,8 @@ Values travel as raw int8 codes in int64 torch tensors, feature maps NCHW. Each 
 integer computation of LiteRT's reference kernel (``OpResolverType.BUILTIN_REF``), so every
 tensor equals LiteRT's bit for bit:
 
-* conv / depthwise / dense: ``acc = sum (a - za) * w + bias`` (exact; a float64
-  convolution of the centred codes, partial sums far below 2^53), then per output channel
+* conv / depthwise / dense: ``acc = sum (a - za) * w + bias`` (exact: a float32
+  convolution of the centred codes where sum|w| * max|a - za| < 2^24, else float64), then per output channel
   ``MultiplyByQuantizedMultiplier(acc, M, shift) + zo`` clamped to the fused activation's
   range (double rounding for conv and depthwise, single rounding for dense: see _Layer). M, shift come from ``s_in * s_w / s_out`` in double (conv, depthwise, per-channel
   dense) or ``float(s_in * s_w) / s_out`` (per-tensor dense), as in TFLite's Prepare.
@@ -77,20 +77,79 @@ class _Layer:
         self.single = node["op"] == "tfl_fc"
         if node["op"] == "tfl_fc":
             self.stride, self.pad4, self.groups = (1, 1), [0, 0, 0, 0], 1
-            self.wt = torch.from_numpy(self.w.astype(np.float64).reshape(self.co, -1, 1, 1))
+            w4 = self.w.reshape(self.co, -1, 1, 1)
         else:
             self.stride, self.pad4 = tuple(node["stride"]), list(node["pad4"])
             self.groups = self.w.shape[0] // node["multiplier"] if node["op"] == "tfl_dwconv" else 1
-            self.wt = torch.from_numpy(self.w.astype(np.float64))
+            w4 = self.w
+        # every partial sum is bounded by sum|w| * max|a - za|: float32 is exact below 2^24
+        bound = int(np.abs(w4).reshape(self.co, -1).sum(1).max()) * max(127 - self.za, self.za + 128)
+        self.dtype = torch.float32 if bound < 2**24 else torch.float64
+        self.wt = torch.from_numpy(w4.astype(np.float64)).to(self.dtype)
 
     def mac(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact accumulators (N, Co, H', W') int64 of int64 codes (N, C, H, W), bias included."""
+        """Accumulators (N, Co, H', W') int64 of int64 codes (N, C, H, W), bias included:
+        exact, or with each product through the layer's LUT (``set_lut``)."""
         xc = (x - self.za).to(torch.float64)
         t, b, l, r = self.pad4
         if t or b or l or r:
             xc = F.pad(xc, (l, r, t, b))  # centred zero = the zero-point code
-        acc = F.conv2d(xc, self.wt, None, self.stride, 0, 1, self.groups)
+        if self.gathers:
+            return self._lut_mac(xc)
+        acc = F.conv2d(xc.to(self.dtype), self.wt, None, self.stride, 0, 1, self.groups)
         return acc.round().to(torch.int64) + self.bq[None, :, None, None]
+
+    gathers: list[Any] = []
+
+    def set_lut(self, lut: Lut, backend: str, lowrank: bool, max_rank: int) -> None:
+        """Route every product a_code x w_code through ``lut`` (one gather per group:
+        a depthwise layer's channels are separate groups). The engine's gather kernels add
+        the exact zero-point and bias corrections, so an exact LUT gives the QNN's sums."""
+        from nn.engine import ConvMac, CudaGather, LayerQ, NumbaGather, TorchGather, check_lut, lut_factor
+
+        check_lut(lut, self.name)
+        co = self.w.shape[0]
+        per = co // self.groups
+        w4 = self.w if self.w.ndim == 4 else self.w.reshape(co, -1, 1, 1)  # dense as a 1x1 conv
+        self.gathers = []
+        for gi in range(self.groups):
+            w = w4[gi * per:(gi + 1) * per].astype(np.int32)
+            L = LayerQ(f"{self.name}[{gi}]" if self.groups > 1 else self.name, w,
+                       self.bq.numpy()[gi * per:(gi + 1) * per].copy(), np.zeros(per, np.int64),
+                       np.zeros(per, np.int64), int(self.za), int(self.zo), -128, 127, tuple(self.stride), (0, 0),
+                       False)
+            if backend == "torch":
+                mac: Any = TorchGather(L, lut)
+            elif backend == "cuda":
+                mac = CudaGather(L, lut)
+            else:
+                mac = None
+                f = lut_factor(lut, max_rank) if lowrank else None
+                if f is not None:
+                    try:
+                        mac = ConvMac(L, f, use_numba=True)
+                    except AxlabError:
+                        mac = None
+                if mac is None:
+                    mac = NumbaGather(L, lut)
+            self.gathers.append(mac)
+
+    def _lut_mac(self, xc: torch.Tensor) -> torch.Tensor:
+        n = xc.shape[0]
+        cin = xc.shape[1] // self.groups
+        outs = []
+        for gi, mac in enumerate(self.gathers):
+            xg = xc[:, gi * cin:(gi + 1) * cin].to(torch.float32).contiguous()
+            y, sidx = mac(xg)  # (N, G', Co_g, P) partial sums
+            acc = y.to(torch.int64).sum(1)
+            if sidx is not None and mac.zc:
+                acc = acc + mac.zc * sidx.to(torch.int64)[:, None, :]
+            outs.append(acc + torch.from_numpy(np.asarray(mac.const, dtype=np.int64))[None, :, None])
+        acc = torch.cat(outs, 1)
+        kh, kw = self.w.shape[2:] if self.w.ndim == 4 else (1, 1)
+        ho = (xc.shape[2] - kh) // self.stride[0] + 1
+        wo = (xc.shape[3] - kw) // self.stride[1] + 1
+        return acc.reshape(n, -1, ho, wo)
 
     def requant(self, acc: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (acc.dim() - 2)
@@ -99,12 +158,13 @@ class _Layer:
 
 
 class TfliteEngine:
-    """Runs a bundle imported from TFLite on int8 codes (the QNN; ``luts`` not supported yet)."""
+    """Runs a bundle imported from TFLite on int8 codes: the QNN (``luts`` None) or the AxNN
+    (one LUT per conv / depthwise / dense layer, network order; each product of an
+    activation code and a weight code goes through the LUT, the zero-point corrections and
+    the bias stay exact, the requantisation is TFLite's)."""
 
     def __init__(self, bundle: ModelBundle, luts: list[Lut] | None = None, backend: str = "torch",
                  lowrank: bool = True, max_rank: int = 8, path: str | None = None) -> None:
-        if luts is not None:
-            raise AxlabError("approximate multipliers (--impl ax) on imported TFLite models are not supported yet")
         from nn.tflite_graph import check_tflite
 
         self.shapes = check_tflite(bundle)
@@ -114,10 +174,16 @@ class TfliteEngine:
         self.layers: dict[str, _Layer] = {}
         self.add_q: dict[str, tuple] = {}
         self.misc: dict[str, Any] = {}
+        layer_names = g.layers()
+        if luts is not None and len(luts) != len(layer_names):
+            raise AxlabError(f"{len(luts)} multipliers given but the model has {len(layer_names)} approximable "
+                             f"layers ({', '.join(layer_names)})")
         for n in g.nodes:
             op, name = n["op"], n["name"]
             if op in TFL_LAYERS:
                 self.layers[name] = _Layer(bundle, n)
+                if luts is not None:
+                    self.layers[name].set_lut(luts[layer_names.index(name)], backend, lowrank, max_rank)
             elif op == "tfl_add":
                 (s1, z1), (s2, z2) = qp.act[n["inputs"][0]], qp.act[n["inputs"][1]]
                 so, zo = qp.act[name]
@@ -152,7 +218,9 @@ class TfliteEngine:
         TfliteEngine(bundle)
 
     def describe(self) -> dict[str, str]:
-        return {k: f"tflite-{v.op[4:]}(float64 conv)" for k, v in self.layers.items()}
+        return {k: (f"tflite-{v.op[4:]}({v.gathers[0].kind}" + (f" x{len(v.gathers)} groups)" if len(v.gathers) > 1
+                                                                 else ")")
+                    if v.gathers else f"tflite-{v.op[4:]}(exact {str(v.dtype)[6:]} conv)") for k, v in self.layers.items()}
 
     # ------------------------------------------------------------------ running
     def input_codes(self, x: np.ndarray) -> torch.Tensor:

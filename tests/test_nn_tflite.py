@@ -229,3 +229,27 @@ def test_resnet8_accuracy_and_output_codes_all_test_images() -> None:
     codes = load_implementation(bundle, "q").logits(x)
     assert round(float((codes.argmax(1) == y).mean()), 4) == 0.8791
     assert np.array_equal(codes, output_codes(RESNET8, _litert_inputs(bundle, x)).astype(np.int32))
+
+
+# ------------------------------------------------------------------------ AxNN
+def test_axnn_exact_lut_equals_qnn_and_backends_agree() -> None:
+    """Exact LUTs (signed, unsigned) give the QNN bit for bit; an approximate LUT changes the
+    output and gives the same codes on the torch gather, numba gather and low-rank paths
+    (depthwise layers included: one gather per channel group)."""
+    from hwsim.lut import Lut, exact_table
+    from tests.nn_fixtures import fullrank_lut, lowrank_lut
+
+    for name in ("dw_uint8_dequant", "residual_float_in"):
+        b = import_tflite(DATA / f"{name}.tflite")
+        x = np.random.default_rng(5).integers(0, 256, size=(4, *b.input_shape), dtype=np.uint8)
+        q = TfliteEngine(b).logits(x)
+        k = len(b.layers())
+        for signed in (True, False):
+            exact = Lut("exact", exact_table(8, 8, signed), 8, 8, signed)
+            for backend in ("torch", "numba"):
+                assert np.array_equal(TfliteEngine(b, [exact] * k, backend).logits(x), q), (name, signed, backend)
+        for lut in (lowrank_lut(2, 3), fullrank_lut(5, signed=False)):
+            ref = TfliteEngine(b, [lut] * k, "torch").logits(x)
+            assert not np.array_equal(ref, q)
+            for lowrank in (False, True):
+                assert np.array_equal(TfliteEngine(b, [lut] * k, "numba", lowrank=lowrank).logits(x), ref)
