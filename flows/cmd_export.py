@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
-from flows.cliargs import int_range, out_dir
+from flows.cliargs import in_dir, int_range, out_dir
+from hwsim.errors import AxlabError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a design to synthesizable Verilog (+ RTL co-simulation)")
-    p.add_argument("--model", required=True, help="model file")
-    p.add_argument("--design", required=True, help="design.json (one multiplier netlist per layer)")
-    p.add_argument("--out", type=out_dir, required=True, help="output folder (written atomically; an older export is replaced)")
-    p.add_argument("--images", type=int_range(1, 10000), default=20,
-                   help="test images stored for the test bench and simulated by --verify (default 20)")
+    p = sub.add_parser("export", help="export a design to synthesizable Verilog (+ RTL co-simulation)",
+                       description="axlab export --model M --design D --out DIR [--verify]: write the export folder. "
+                                   "axlab export verify DIR [--images N]: re-verify an existing export folder on its "
+                                   "own (file hashes, content checks, then the RTL co-simulation against the outputs "
+                                   "recorded at export time); exit 0 on pass, 1 when the RTL differs, 2 on a bad or "
+                                   "changed folder.")
+    p.add_argument("action", nargs="?", choices=["verify"], metavar="verify",
+                   help="re-verify the existing export folder DIR instead of exporting")
+    p.add_argument("dir", nargs="?", type=in_dir, metavar="DIR", help="export folder to re-verify (with verify)")
+    p.add_argument("--model", help="model file (required to export)")
+    p.add_argument("--design", help="design.json (one multiplier netlist per layer; required to export)")
+    p.add_argument("--out", type=out_dir, help="output folder (written atomically; an older export is replaced; "
+                                               "required to export)")
+    p.add_argument("--images", type=int_range(1, 10000), default=None,
+                   help="test images stored for the test bench and simulated by --verify (default 20); "
+                        "with verify: how many of the stored images to simulate (default all)")
     p.add_argument("--lanes", type=int_range(1, 256), default=8,
                    help="multipliers of the busiest layer (others get as many as keep pace; default 8)")
     p.add_argument("--verify", action="store_true",
@@ -26,8 +38,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from flows.export import export, verify
+    from flows.export import DEFAULT_IMAGES, export, verify
+    from flows.export.verify import mismatch_message
 
+    if args.action == "verify":
+        return _verify_dir(args)
+    if args.dir is not None:
+        raise AxlabError(f"export: unexpected argument {args.dir!r} (to re-verify a folder: axlab export verify DIR)")
+    missing = [o for o in ("model", "design", "out") if getattr(args, o) is None]
+    if missing:
+        raise AxlabError(f"export: --{', --'.join(missing)} required to export (or: axlab export verify DIR)")
+    if args.images is None:
+        args.images = DEFAULT_IMAGES
     t0 = time.perf_counter()
     m = export(args.model, args.design, args.out, images=args.images, lanes=args.lanes,
                synth=not args.no_synth, progress=not args.json)
@@ -45,6 +67,9 @@ def _export(args: argparse.Namespace) -> int:
                              "seconds": round(time.perf_counter() - t1, 1),
                              "mismatched_images": [row["image"] for row in r["rows"] if not row["match"]]}
         rc = 0 if r["bit_exact"] == r["images"] else 1
+        if rc:
+            summary["verify"]["first_mismatch"] = r["first_mismatch"]
+            print(f"axlab: {mismatch_message(args.out, r)}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
         return rc
@@ -60,4 +85,32 @@ def _export(args: argparse.Namespace) -> int:
         v = summary["verify"]
         state = "" if rc == 0 else f"; MISMATCH on images {v['mismatched_images']}"
         print(f"  RTL co-simulation: {v['bit_exact']}/{v['images']} images bit-exact{state}, {v['seconds']} s")
+    return rc
+
+
+def _verify_dir(args: argparse.Namespace) -> int:
+    """``axlab export verify DIR``: 0 when every simulated image is bit-exact, 1 (one line on
+    stderr naming the image, output and values) when the RTL differs; a bad or changed folder
+    is an AxlabError (exit 2)."""
+    from flows.export import verify
+    from flows.export.verify import mismatch_message
+
+    if args.dir is None:
+        raise AxlabError("export verify: the export folder is missing (axlab export verify DIR)")
+    given = [o for o in ("model", "design", "out", "lanes", "no_synth", "verify")
+             if getattr(args, o) not in (None, False, 8)]
+    if given:
+        raise AxlabError(f"export verify: --{given[0].replace('_', '-')} applies to exporting, not to verify DIR")
+    t0 = time.perf_counter()
+    r = verify(args.dir, images=args.images)
+    summary = {"dir": args.dir, "images": r["images"], "bit_exact": r["bit_exact"],
+               "first_mismatch": r["first_mismatch"], "seconds": round(time.perf_counter() - t0, 1)}
+    rc = 0 if r["bit_exact"] == r["images"] else 1
+    if rc:
+        print(f"axlab: {mismatch_message(args.dir, r)}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    elif not rc:
+        print(f"{args.dir}: files match manifest.json; RTL co-simulation {r['bit_exact']}/{r['images']} images "
+              f"bit-exact against the outputs recorded at export time ({summary['seconds']} s)")
     return rc
