@@ -104,7 +104,11 @@ def _verify_dir(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     r = verify(args.dir, images=args.images)
     summary = {"dir": args.dir, "images": r["images"], "bit_exact": r["bit_exact"],
-               "first_mismatch": r["first_mismatch"], "seconds": round(time.perf_counter() - t0, 1)}
+               "first_mismatch": r["first_mismatch"], "seconds": round(time.perf_counter() - t0, 1),
+               # per image: the output indices whose RTL code differs, with the RTL and recorded codes
+               "differing": {str(row["image"]): {"outputs": [k for k, (a, b) in enumerate(zip(row["rtl"], row["sim"]))
+                                                             if a != b], "rtl": row["rtl"], "expected": row["sim"]}
+                             for row in r["rows"] if not row["match"]}}
     rc = 0 if r["bit_exact"] == r["images"] else 1
     if rc:
         print(f"axlab: {mismatch_message(args.dir, r)}", file=sys.stderr)

@@ -3,6 +3,7 @@ bench, synthesis scripts and report, manifest), atomically."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -93,7 +94,10 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
         for m in muls:
             if m["netlist_sha256"] not in by_sha:
                 k = len(by_sha)
-                fname = Path(m["netlist_path"]).name
+                # the user's file name, reduced to characters that are safe in paths and comments
+                fname = re.sub(r"[^A-Za-z0-9_.+-]", "_", Path(m["netlist_path"]).name)
+                if not re.match(r"[A-Za-z0-9_]", fname):
+                    fname = f"n{fname}"
                 if fname in used_names:
                     fname = f"{k}_{fname}"
                 used_names.add(fname)

@@ -130,7 +130,8 @@ def verify(out: str | Path, images: int | None = None, quiet: bool = True) -> di
         # judged here against the checked reference, not by the bench's own verdict
         res["first_mismatch"] = first_mismatch(res["rows"], ck.expected)
         for r in res["rows"]:
-            r["match"] = r["rtl"] == [int(v) for v in ck.expected[r["image"]]]
+            r["sim"] = [int(v) for v in ck.expected[r["image"]]]
+            r["match"] = r["rtl"] == r["sim"]
         res["bit_exact"] = sum(r["match"] for r in res["rows"])
         if res["images"] != n or len(res["rows"]) != n:
             raise AxlabError(f"RTL simulation of {ck.root} ran {len(res['rows'])} of {n} images")
