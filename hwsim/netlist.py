@@ -17,6 +17,7 @@ from hwsim.errors import AxlabError, NetlistError
 from hwsim.netlist_check import check_name, tool_text
 
 VERILOG_SUFFIXES = (".v", ".sv")
+MAX_NETLIST_BYTES = 64 * 2**20  # EvoApprox 8x8 netlists are about 10 KB; far above any gate-level multiplier
 
 # header key -> our metric name (current EvoApproxLib headers: "// MAE% = 0.0018 %")
 HEADER_KEYS = {
@@ -140,6 +141,10 @@ def read_netlist(path: str | Path) -> NetlistInfo:
     if any(ord(c) < 32 or ord(c) == 127 for c in path.name):
         raise NetlistError(ascii(str(path)), "file name has control characters (newline, tab ...); rename it")
     try:
+        size = path.stat().st_size
+        if size > MAX_NETLIST_BYTES:  # checked before reading: a netlist is text, not gigabytes
+            raise NetlistError(path, f"{size} bytes is more than a netlist may have "
+                                     f"(at most {MAX_NETLIST_BYTES // 2**20} MiB)")
         raw = path.read_bytes()
     except OSError as exc:
         raise NetlistError(path, f"cannot read ({exc.strerror})") from exc

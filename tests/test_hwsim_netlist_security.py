@@ -260,3 +260,13 @@ def test_module_and_file_names_reaching_tools_are_plain_identifiers(tmp_path):
     shutil.copy(DATA / "mul2u_hand.v", odd)
     with pytest.raises(NetlistError, match="control characters"):
         read_netlist(odd)
+
+
+def test_oversized_file_is_refused_before_it_is_read(tmp_path):
+    from hwsim.netlist import MAX_NETLIST_BYTES
+
+    big = tmp_path / "mul8s_big.v"
+    with big.open("wb") as f:  # sparse: no real disk use
+        f.truncate(MAX_NETLIST_BYTES + 1)
+    with pytest.raises(NetlistError, match="MiB"):
+        read_netlist(big)
