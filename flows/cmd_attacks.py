@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--param", action="append", nargs="+", default=[], metavar="K=V",
                    help="attack parameter (repeatable)")
     p.add_argument("--dataset", default="digits", help="digits (default) or cifar10[:PATH]")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--data-seed", type=seed_int, default=0, help="dataset split seed (default 0)")
     p.add_argument("--n", type=positive_int, default=100, help="number of images to attack (default 100)")
     p.add_argument("--seed", type=seed_int, default=0)

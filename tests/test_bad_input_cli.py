@@ -62,6 +62,7 @@ CASES = [
     (["attack", *M, "--attack", "pgd", "--out", "{tmp}/r.jsonl", "--seed", "-5"], "--seed: must be an integer in [0, "),
     (["attack", *M, "--attack", "pgd", "--out", "{dir}"], "attack: --out: {dir} is a folder; expected a file path"),
     (["attack", *M, "--attack", "nope", "--out", "{tmp}/r.jsonl"], "unknown attack 'nope'"),
+    (["attack", *M, "--attack", "pgd", "--out", "{tmp}/r.jsonl", "--split", "dev"], "--split: invalid choice: 'dev'"),
     (["transfer", "{tmp}/r.jsonl", "--to", "{model}:fp", "--out", "{file}"], "transfer: --out: {file} is a file"),
     (["detect", *M, "--adv", "{tmp}/r.jsonl", "--out", "{tmp}/d", "--n-clean", "1"], "detect: --n-clean: must be an integer >= 2"),
     (["detect", *M, "--adv", "{tmp}/r.jsonl", "--out", "{tmp}/d", "--seed", "-1"], "--seed: must be an integer in [0, "),
