@@ -14,15 +14,17 @@ from hwsim.errors import AxlabError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a design to synthesizable Verilog (+ RTL co-simulation)",
                        description="axlab export --model M --design D --out DIR [--verify]: write the export folder. "
-                                   "axlab export verify DIR [--images N]: re-verify an existing export folder on its "
-                                   "own (file hashes, content checks, then the RTL co-simulation against the outputs "
-                                   "recorded at export time); exit 0 on pass, 1 when the RTL differs, 2 on a bad or "
-                                   "changed folder.")
+                                   "axlab export verify DIR [--images N] [--model M --design D]: re-verify an existing "
+                                   "export folder on its own (file hashes, content checks, then the RTL co-simulation "
+                                   "against the outputs recorded at export time; with --model/--design those outputs "
+                                   "are first recomputed from the model and design); exit 0 on pass, 1 when the RTL "
+                                   "differs, 2 on a bad or changed folder.")
     p.add_argument("action", nargs="?", choices=["verify"], metavar="verify",
                    help="re-verify the existing export folder DIR instead of exporting")
     p.add_argument("dir", nargs="?", type=in_dir, metavar="DIR", help="export folder to re-verify (with verify)")
-    p.add_argument("--model", help="model file (required to export)")
-    p.add_argument("--design", help="design.json (one multiplier netlist per layer; required to export)")
+    p.add_argument("--model", help="model file (required to export; with verify: the reference model)")
+    p.add_argument("--design", help="design.json (one multiplier netlist per layer; required to export; "
+                                    "with verify: the reference design)")
     p.add_argument("--out", type=out_dir, help="output folder (written atomically; an older export is replaced; "
                                                "required to export)")
     p.add_argument("--images", type=int_range(1, 10000), default=None,
@@ -97,14 +99,14 @@ def _verify_dir(args: argparse.Namespace) -> int:
 
     if args.dir is None:
         raise AxlabError("export verify: the export folder is missing (axlab export verify DIR)")
-    given = [o for o in ("model", "design", "out", "lanes", "no_synth", "verify")
+    given = [o for o in ("out", "lanes", "no_synth", "verify")
              if getattr(args, o) not in (None, False, 8)]
     if given:
         raise AxlabError(f"export verify: --{given[0].replace('_', '-')} applies to exporting, not to verify DIR")
     t0 = time.perf_counter()
-    r = verify(args.dir, images=args.images)
-    summary = {"dir": args.dir, "images": r["images"], "bit_exact": r["bit_exact"],
-               "first_mismatch": r["first_mismatch"], "seconds": round(time.perf_counter() - t0, 1),
+    r = verify(args.dir, images=args.images, model=args.model, design=args.design)
+    summary = {"dir": args.dir, "reference_checked": args.model is not None, "images": r["images"],
+               "bit_exact": r["bit_exact"], "first_mismatch": r["first_mismatch"], "seconds": round(time.perf_counter() - t0, 1),
                # per image: the output indices whose RTL code differs, with the RTL and recorded codes
                "differing": {str(row["image"]): {"outputs": [k for k, (a, b) in enumerate(zip(row["rtl"], row["sim"]))
                                                              if a != b], "rtl": row["rtl"], "expected": row["sim"]}

@@ -18,8 +18,8 @@ from tests.nn_fixtures import EVO_DIR
 pytestmark = pytest.mark.skipif(not EVO_DIR.is_dir(), reason="../shared/evoapprox not present")
 
 
-def _tiny_bundle():
-    """conv 1->4 (3x3, stride 2) + ReLU + maxpool 2 + dense 196->10, random weights (seed 3)
+def _tiny_bundle(seed: int = 3):
+    """conv 1->4 (3x3, stride 2) + ReLU + maxpool 2 + dense 196->10, random weights (``seed``)
     calibrated on 200 digits images: about 10 k clocks per image in the RTL."""
     import torch
     from torch import nn as tnn
@@ -37,7 +37,7 @@ def _tiny_bundle():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
 
-    torch.manual_seed(3)
+    torch.manual_seed(seed)
     x, _ = load_dataset("digits", "train")
     return quantize_module(Tiny().eval(), x[:200], "digits", "tiny")
 
@@ -87,11 +87,14 @@ def _run(argv: list[str], capsys) -> tuple[int, str, list[str]]:
     return rc, cap.out, [ln for ln in cap.err.splitlines() if ln.strip()]
 
 
-def test_verify_passes_then_catches_one_flipped_weight_bit(exported, tmp_path, capsys):
+def test_verify_passes_then_catches_one_flipped_weight_bit(exported, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AXLAB_SIM", "gates")  # --model/--design resolve the LUTs as they were built
     d = _copy(exported, tmp_path / "hw")
-    rc, out, err = _run(["export", "verify", str(d), "--json"], capsys)
+    model, design = exported.parent / "tiny.axm", exported.parent / "design.json"
+    rc, out, err = _run(["export", "verify", str(d), "--model", str(model), "--design", str(design), "--json"], capsys)
     summary = json.loads(out)
     assert rc == 0 and err == [] and summary["bit_exact"] == summary["images"] == 2, (summary, err)
+    assert summary["reference_checked"] and summary["first_mismatch"] is None and summary["differing"] == {}
 
     weights = json.loads((d / "manifest.json").read_text())["layers"][-1]["weights"]  # the dense layer
     _flip_weight_bit(d, weights)
@@ -228,9 +231,36 @@ def test_verify_refuses_bad_folder_before_any_tool(exported, tmp_path, capsys, m
 def test_verify_cli_arguments(exported, capsys):
     rc, out, err = _run(["export", "verify"], capsys)
     assert rc == 2 and len(err) == 1 and "export folder is missing" in err[0]
+    rc, out, err = _run(["export", "verify", str(exported), "--lanes", "3"], capsys)
+    assert rc == 2 and len(err) == 1 and "--lanes applies to exporting" in err[0]
     rc, out, err = _run(["export", "verify", str(exported), "--model", "m.axm"], capsys)
-    assert rc == 2 and len(err) == 1 and "--model applies to exporting" in err[0]
+    assert rc == 2 and len(err) == 1 and "give both --model and --design" in err[0]
     rc, out, err = _run(["export", "--model", "m.axm"], capsys)
     assert rc == 2 and len(err) == 1 and "--design, --out required" in err[0]
     rc, out, err = _run(["export", "verify", str(exported / "nope")], capsys)
     assert rc == 2 and len(err) == 1 and "no such folder" in err[0]
+
+
+def test_verify_reference_catches_rewritten_expected_outputs(exported, tmp_path, capsys, monkeypatch):
+    """A tamperer who rewrites tb/expected.npy and its hash defeats the folder's own reference;
+    --model/--design recompute it from the model and design and name the first difference."""
+    import hwsim.tools
+
+    monkeypatch.setattr(hwsim.tools, "setup_verilator", lambda *a, **k: pytest.fail("a tool ran"))
+    monkeypatch.setenv("AXLAB_SIM", "gates")  # as the design's LUTs were built
+    model, design = exported.parent / "tiny.axm", exported.parent / "design.json"
+    d = _copy(exported, tmp_path / "hw")
+    exp = np.load(d / "tb" / "expected.npy")
+    exp[1, 3] = exp[1, 3] + 1 if exp[1, 3] < 127 else 126
+    np.save(d / "tb" / "expected.npy", exp, allow_pickle=False)
+    _rehash(d, "tb/expected.npy")
+    argv = ["export", "verify", str(d), "--model", str(model), "--design", str(design)]
+    rc, out, err = _run(argv, capsys)
+    assert rc == 2 and len(err) == 1 and "tb/expected.npy is not the simulator's output" in err[0], err
+    assert f"first at image 1 output 3: recorded {exp[1, 3]}, simulator" in err[0]
+    # a different model is refused by its hash
+    from nn.bundle import save_model
+
+    other = save_model(_tiny_bundle(seed=4), tmp_path / "other.axm")
+    rc, out, err = _run(["export", "verify", str(exported), "--model", str(other), "--design", str(design)], capsys)
+    assert rc == 2 and len(err) == 1 and "is not the exported model" in err[0], err

@@ -67,12 +67,43 @@ def mismatch_message(out: str | Path, res: dict[str, Any]) -> str:
             f"expected {f['expected']}")
 
 
-def verify(out: str | Path, images: int | None = None, quiet: bool = True) -> dict[str, Any]:
+def check_reference(ck: CheckedExport, model: str | Path, design: str | Path) -> None:
+    """Tie the folder to a model and design the user holds: the model's sha256, each layer's
+    LUT and netlist sha256 must be the manifest's, and the Python simulator's output codes on
+    the stored images must equal ``tb/expected.npy`` over the whole (N, classes) array. So even a
+    folder whose expected outputs and manifest were rewritten together is caught."""
+    from nn.bundle import load_model
+    from nn.design import read_design
+    from nn.engine import IntegerEngine
+
+    bundle = load_model(Path(model))
+    if bundle.sha256 != ck.manifest["model"].get("sha256"):
+        raise AxlabError(f"export {ck.root}: model {model} (sha256 {bundle.sha256[:16]}...) is not the exported "
+                         f"model ({str(ck.manifest['model'].get('sha256'))[:16]}... in manifest.json)")
+    luts = read_design(design, bundle)
+    if len(luts) != len(ck.manifest["layers"]):
+        raise AxlabError(f"export {ck.root}: design {design} has {len(luts)} layers, the export {len(ck.manifest['layers'])}")
+    for i, (lut, ly) in enumerate(zip(luts, ck.manifest["layers"])):
+        net = (lut.meta.get("provenance") or {}).get("netlist_sha256")
+        if lut.sha256 != ly.get("lut_sha256") or net != ly["netlist"].get("sha256"):
+            raise AxlabError(f"export {ck.root}: layers[{i}] ({ly.get('layer')}): the design's multiplier {lut.name} "
+                             "is not the exported one (LUT or netlist sha256 differs from manifest.json)")
+    ref = IntegerEngine(bundle, luts, "torch").logits(ck.images).astype(np.int32)
+    bad = np.argwhere(ref != ck.expected)
+    if len(bad):
+        i, k = (int(v) for v in bad[0])
+        raise AxlabError(f"export {ck.root}: tb/expected.npy is not the simulator's output of {model} with {design}: "
+                         f"first at image {i} output {k}: recorded {int(ck.expected[i, k])}, simulator {int(ref[i, k])}")
+
+
+def verify(out: str | Path, images: int | None = None, quiet: bool = True, model: str | Path | None = None,
+           design: str | Path | None = None) -> dict[str, Any]:
     """Check the export folder ``out`` (AxlabError names the first problem), build its RTL with
     Verilator, run the cocotb test bench on the first ``images`` stored images (default all) and
     return {'images', 'bit_exact', 'rows': [{'image', 'rtl', 'sim', 'match', 'cycles'}],
     'first_mismatch': None or {'image', 'output', 'rtl', 'expected'}, 'seconds'}; outputs are
-    int8 codes. A mismatch is a result (bit_exact < images), not an exception."""
+    int8 codes. A mismatch is a result (bit_exact < images), not an exception. With ``model``
+    and ``design`` the recorded outputs are first checked against them (:func:`check_reference`)."""
     from cocotb_tools.runner import get_runner
 
     from hwsim.rtlsim import _ensure, _quiet_runner, _tail
@@ -84,6 +115,10 @@ def verify(out: str | Path, images: int | None = None, quiet: bool = True) -> di
     if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images < 1):
         raise AxlabError(f"--images must be an integer >= 1, got {images!r}")
     n = stored if images is None else min(images, stored)
+    if (model is None) != (design is None):
+        raise AxlabError("export verify: give both --model and --design (the reference to check against), or neither")
+    if model is not None:
+        check_reference(ck, model, design)
     t_check = time.perf_counter() - t0
     setup_verilator()
     version = simulator_version("verilator")
