@@ -96,10 +96,28 @@ def _objectives(v: Any, where: str, key: str) -> None:
             raise AxlabError(f"{where}: {key}[{i}]: unknown objective {item!r} (known: {', '.join(OBJECTIVES)})")
 
 
+def _networks(v: Any, where: str, key: str) -> None:
+    """Thesis networks: ``minnet`` or ``{model: minnet, epochs: N}`` items, at least one."""
+    archs = ("minnet", "resnet8", "resnet24")
+    if not v:
+        raise AxlabError(f"{where}: {key}: at least one network is needed")
+    for i, item in enumerate(v):
+        at = f"{key}[{i}]"
+        d = {"model": item} if isinstance(item, str) else item
+        if not isinstance(d, dict) or d.get("model") not in archs:
+            raise AxlabError(f"{where}: {at}: needs model: {', '.join(archs)}, got {item!r}")
+        extra = sorted(set(d) - {"model", "epochs"}, key=str)
+        if extra:
+            raise AxlabError(f"{where}: {at}: unknown key {extra[0]!r} (allowed: model, epochs)")
+        ep = d.get("epochs", 1)
+        if isinstance(ep, bool) or not isinstance(ep, int) or ep < 1:
+            raise AxlabError(f"{where}: {at}.epochs: must be an integer >= 1, got {ep!r}")
+
+
 RULES: dict[str, Any] = {
     "name": _flow_name, "seed": _int_at_least(0), "dataset": _nonempty,
     "backend": _choice("torch", "numba", "cuda"),
-    "multipliers": _names, "luts.multipliers": _names,
+    "multipliers": _names, "luts.multipliers": _names, "networks": _networks,
     "train.epochs": _int_at_least(1), "train.path": _nonempty,
     "eval.images": _int_at_least(0),
     "dse.objectives": _objectives, "dse.max_acc_loss": _percent, "dse.pop_size": _int_at_least(2),

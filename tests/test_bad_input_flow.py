@@ -70,6 +70,10 @@ CASES = {
     "set_not_key_value": ("name: x\n", ["dse.pop_size"], "expected KEY=VALUE"),
     "kind_unknown": ("kind: paper\n", [], "kind: expected pipeline or thesis"),
     "thesis_attack_unknown": ("kind: thesis\nattacks: {list: [fgsm, nope]}\n", [], "attacks.list[1]: unknown attack 'nope'"),
+    "thesis_network_unknown": ("kind: thesis\nnetworks: [minnet, vgg]\n", [], "networks[1]: needs model: minnet"),
+    "thesis_network_epochs": ("kind: thesis\nnetworks: [{model: minnet, epochs: abc}]\n", [],
+                              "networks[0].epochs: must be an integer >= 1, got 'abc'"),
+    "thesis_networks_empty": ("kind: thesis\nnetworks: []\n", [], "networks: at least one network is needed"),
     "thesis_multiplier_number": ("kind: thesis\nmultipliers: [7]\n", [], "multipliers[0]: expected a multiplier name"),
 }
 
