@@ -114,6 +114,25 @@ def _networks(v: Any, where: str, key: str) -> None:
             raise AxlabError(f"{where}: {at}.epochs: must be an integer >= 1, got {ep!r}")
 
 
+def _attack_params_by_name(v: Any, where: str, key: str) -> None:
+    """Thesis ``attacks.params``: ``{ATTACK.PARAM: value}``, each attack and parameter known
+    and in range (values are checked per attack, all of its parameters together)."""
+    from attacks.params import resolve_params
+
+    by: dict[str, dict[str, Any]] = {}
+    for k, value in v.items():
+        attack, dot, param = str(k).partition(".")
+        if not dot or not param:
+            raise AxlabError(f"{where}: {key}: key {k!r} must be ATTACK.PARAM, e.g. pgd.eps")
+        _attack_name(attack, where, f"{key}.{k}")
+        by.setdefault(attack, {})[param] = value
+    for attack, given in by.items():
+        try:
+            resolve_params(attack, given)
+        except AxlabError as exc:
+            raise AxlabError(f"{where}: {key}: {attack}: {exc}") from None
+
+
 RULES: dict[str, Any] = {
     "name": _flow_name, "seed": _int_at_least(0), "dataset": _nonempty,
     "backend": _choice("torch", "numba", "cuda"),
@@ -125,7 +144,7 @@ RULES: dict[str, Any] = {
     "dse.attack": _attack_name, "dse.workers": _int_at_least(1), "dse.executor": _choice("local", "dask"),
     "dse.scheduler": _nonempty,
     "attacks.designs": _int_at_least(0), "attacks.n": _int_at_least(1), "attacks.batch": _int_at_least(1),
-    "attacks.list": _attack_list, "attacks.ax": _names,
+    "attacks.list": _attack_list, "attacks.ax": _names, "attacks.params": _attack_params_by_name,
     "transfer.attack": _attack_name, "transfer.attacks": _attack_names, "cross.attack": _attack_name,
     "detect.attack": _attack_name, "detect.attacks": _attack_names, "detect.n_clean": _int_at_least(2),
     "export.images": _int_at_least(1), "export.max_acc_loss": _percent,

@@ -74,6 +74,9 @@ CASES = {
     "thesis_network_epochs": ("kind: thesis\nnetworks: [{model: minnet, epochs: abc}]\n", [],
                               "networks[0].epochs: must be an integer >= 1, got 'abc'"),
     "thesis_networks_empty": ("kind: thesis\nnetworks: []\n", [], "networks: at least one network is needed"),
+    "thesis_params_key": ("kind: thesis\nattacks: {params: {eps: 0.1}}\n", [], "attacks.params: key 'eps' must be ATTACK.PARAM"),
+    "thesis_params_attack": ("kind: thesis\nattacks: {params: {nope.eps: 0.1}}\n", [], "unknown attack 'nope'"),
+    "thesis_params_range": ("kind: thesis\nattacks: {params: {pgd.eps: 3}}\n", [], "attacks.params: pgd: parameter eps=3"),
     "thesis_multiplier_number": ("kind: thesis\nmultipliers: [7]\n", [], "multipliers[0]: expected a multiplier name"),
 }
 
