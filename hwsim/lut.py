@@ -137,7 +137,8 @@ class Lut:
             raise AxlabError(f"{path}: LUT meta is not valid JSON ({exc})") from None
         if not isinstance(meta, dict):
             raise AxlabError(f"{path}: LUT meta must be a JSON object, got {type(meta).__name__}")
-        for key, ok, want in (("name", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
+        for key, ok, want in (("name", lambda v: isinstance(v, str) and v.strip() != "" and v.isprintable()
+                               and len(v) <= 200, "a non-empty printable string of at most 200 characters"),
                               ("bits_a", _is_width, f"an integer in [1, {MAX_BITS}]"),
                               ("bits_b", _is_width, f"an integer in [1, {MAX_BITS}]"),
                               ("signed", lambda v: isinstance(v, bool), "true or false")):

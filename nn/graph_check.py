@@ -323,6 +323,7 @@ def check_graph(g: Any, where: str = "model") -> dict[str, Shape]:
 
 # ----------------------------------------------------------------------------- quantisation
 QMIN, QMAX = -128, 127
+INPUT_ZP = -128
 BIAS_LIM = 2**31 - 1
 
 
@@ -357,6 +358,11 @@ def check_quant(g: Any, qp: Any, qat_params: dict[str, np.ndarray] | None = None
     if extra:
         raise _err(where, f"quantisation given for {extra[0]!r}, which is not a quantised node")
     _check_act(qp, quant_nodes, where)
+    # the integer engine feeds pixels as code = pixel - 128: the input grid is fixed
+    s_in, zp_in = qp.act["input"]
+    if zp_in != INPUT_ZP or abs(s_in * 255.0 - 1.0) > 1e-9:
+        raise _err(where, f"node 'input': activation quantisation must be (1/255, {INPUT_ZP}) (code = pixel - 128), "
+                          f"got ({s_in!r}, {zp_in!r})")
     layers = [n["name"] for n in g.nodes if n["op"] in LAYER_OPS]
     for d, what in ((qp.wq, "weight codes"), (qp.ws, "weight scales"), (qp.bq, "bias codes")):
         extra = sorted(set(d) - set(layers))
