@@ -253,3 +253,28 @@ def test_axnn_exact_lut_equals_qnn_and_backends_agree() -> None:
             assert not np.array_equal(ref, q)
             for lowrank in (False, True):
                 assert np.array_equal(TfliteEngine(b, [lut] * k, "numba", lowrank=lowrank).logits(x), ref)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not RESNET8.exists() or not VWW.exists(), reason="../shared/models/mlperf-tiny absent")
+def test_axnn_evoapprox_backends_shared_models() -> None:
+    """Both MLPerf models: exact LUT == QNN; a mixed design of the 13 EvoApprox mul8s gives
+    identical codes on torch, numba gather and numba low-rank (about 4 minutes)."""
+    from hwsim.lut import Lut, exact_table
+    from tests.nn_fixtures import evo_luts
+
+    luts = evo_luts()
+    if len(luts) != 13:
+        pytest.skip("../shared/evoapprox absent")
+    x, _ = _cifar(4)
+    for path, xx in ((RESNET8, x), (VWW, _resize_bilinear(x[:2], 96))):
+        b = load_model(path)
+        k = len(b.layers())
+        q = TfliteEngine(b).logits(xx)
+        exact = Lut("exact", exact_table(8, 8, True), 8, 8, True)
+        assert np.array_equal(TfliteEngine(b, [exact] * k, "numba").logits(xx), q)
+        mixed = [luts[i % len(luts)] for i in range(k)]
+        ref = TfliteEngine(b, mixed, "torch").logits(xx)
+        assert not np.array_equal(ref, q)
+        assert np.array_equal(TfliteEngine(b, mixed, "numba", lowrank=False).logits(xx), ref)
+        assert np.array_equal(TfliteEngine(b, mixed, "numba").logits(xx), ref)
