@@ -387,6 +387,12 @@ def check_quant(g: Any, qp: Any, qat_params: dict[str, np.ndarray] | None = None
                               f"(got {int((~(np.isfinite(ws) & (ws > 0))).sum()) if ws.dtype.kind == 'f' else ws.dtype} bad)")
         if bq.dtype.kind not in "iu" or (bq.size and (bq.min() < -BIAS_LIM or bq.max() > BIAS_LIM)):
             raise _err(where, f"layer {name!r}: bias codes must be integers in [-2^31+1, 2^31-1]")
+        # requantisation M = s_in * s_w / s_out is applied in fixed point as M0 * 2^-rs, rs in [1, 62]
+        s_in, s_out = qp.act[g.quant_source(g.by_name[name]["inputs"][0])][0], qp.act[name][0]
+        m = s_in * ws / s_out
+        if not (np.isfinite(m).all() and (m >= 2.0**-32).all() and (m < 2.0**30).all()):
+            raise _err(where, f"layer {name!r}: requantisation multiplier s_in*s_w/s_out must be in [2^-32, 2^30), "
+                              f"got {float(np.min(m)):.3g}..{float(np.max(m)):.3g}")
     if qat_params is not None:
         if set(qat_params) != set(g.params):
             diff = sorted(set(qat_params) ^ set(g.params))

@@ -106,6 +106,7 @@ CASES = {
     "zero_point_out_of_range": (_act("fc", [0.1, 300]), ["zero point must be an integer in [-128, 127]"]),
     "zero_point_fraction": (_act("fc", [0.1, 0.5]), ["q.act.fc", "integer zero point"]),
     "input_grid": (_act("input", [0.5, 0]), ["node 'input': activation quantisation must be (1/255, -128)"]),
+    "requant_range": (_act("fc", [1e-30, 0]), ["layer 'fc': requantisation multiplier s_in*s_w/s_out must be in"]),
     "act_missing": (lambda meta, t: t.pop("q.act.fc"), ["quantisation of node 'fc' is missing"]),
     "float_weight_codes": (_tensor("q.wq.conv1", lambda v: v.astype(np.float32) + 0.5),
                            ["tensor q.wq.conv1 must have an integer dtype, got float32"]),
