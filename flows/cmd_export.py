@@ -106,7 +106,8 @@ def _verify_dir(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     r = verify(args.dir, images=args.images, model=args.model, design=args.design)
     summary = {"dir": args.dir, "reference_checked": args.model is not None, "images": r["images"],
-               "bit_exact": r["bit_exact"], "first_mismatch": r["first_mismatch"], "seconds": round(time.perf_counter() - t0, 1),
+               "bit_exact": r["bit_exact"], "first_mismatch": r["first_mismatch"],
+               "seconds": round(time.perf_counter() - t0, 1),
                # per image: the output indices whose RTL code differs, with the RTL and recorded codes
                "differing": {str(row["image"]): {"outputs": [k for k, (a, b) in enumerate(zip(row["rtl"], row["sim"]))
                                                              if a != b], "rtl": row["rtl"], "expected": row["sim"]}

@@ -181,8 +181,10 @@ def _tamper_cases():
         return m["layers"][0]["netlist"]["rtl"]
 
     return [
-        ("no manifest", lambda d: (d / "manifest.json").unlink(), r"manifest\.json \(the export's manifest\) is missing"),
-        ("manifest not JSON", lambda d: (d / "manifest.json").write_text("{not json"), r"manifest\.json is not valid JSON"),
+        ("no manifest", lambda d: (d / "manifest.json").unlink(),
+         r"manifest\.json \(the export's manifest\) is missing"),
+        ("manifest not JSON", lambda d: (d / "manifest.json").write_text("{not json"),
+         r"manifest\.json is not valid JSON"),
         ("manifest a list", lambda d: (d / "manifest.json").write_text("[]"), r"manifest\.json is not a JSON object"),
         ("path escapes", manifest(lambda m: m["files"].update({"../x.v": "0" * 64})),
          r"files\['\.\./x\.v'\]: '\.\./x\.v' is not a relative path inside the folder"),
@@ -191,7 +193,8 @@ def _tamper_cases():
         ("weight edited", append("mem/fc_w.memh", "00\n", rehash=False), r"mem/fc_w\.memh changed after the export"),
         ("non-hex memh", replace_line("mem/fc_w.memh", 0, "zz"), r"mem/fc_w\.memh:1: 'zz' is not a word of 2 hex"),
         ("memh address", replace_line("mem/conv_q.memh", 1, "@0"), r"mem/conv_q\.memh:2: '@0' is not a word"),
-        ("memh too long", append("mem/fc_q.memh", "00" * 9 + "\n"), r"mem/fc_q\.memh: 11 words, the layer's ROM has 10"),
+        ("memh too long", append("mem/fc_q.memh", "00" * 9 + "\n"),
+         r"mem/fc_q\.memh: 11 words, the layer's ROM has 10"),
         ("symlink", symlink("mem/fc_q.memh"), r"mem/fc_q\.memh \(listed in manifest\.json\) is a symbolic link"),
         ("netlist copy injected", netlist_copy('\n`define P initial $system("id > pwned");\n'),
          r"mul8s_1KV8\.v:\d+: refused compiler directive"),
@@ -200,12 +203,14 @@ def _tamper_cases():
          r"rtl/mul_0_mul8s_1KV8\.v:\d+: refused keyword 'initial'"),
         ("top with a system task", append("rtl/axlab_net_top.v", '\nmodule y; initial $system("id"); endmodule\n'),
          r"rtl/axlab_net_top\.v:\d+: refused '\$'"),
-        ("top reads another file", sub("rtl/axlab_net_top.v", '"mem/fc_w.memh"', '"mem/xx_w.memh"'), r"ROM file 'mem/xx_w\.memh' is not a memory of the manifest's layers"),
+        ("top reads another file", sub("rtl/axlab_net_top.v", '"mem/fc_w.memh"', '"mem/xx_w.memh"'),
+         r"ROM file 'mem/xx_w\.memh' is not a memory of the manifest's layers"),
         ("top metacomment", append("rtl/axlab_net_top.v", "\n// verilator public\n"), r"refused tool metacomment"),
         ("engine RTL edited", append("rtl/axlab_rom.v", "\n// edited\n"), r"rtl/axlab_rom\.v differs from this axlab's"),
         ("expected wrong dtype", npy("tb/expected.npy", lambda a: a.astype(np.int64)),
          r"tb/expected\.npy: int64 \(2, 10\), expected int32 \(2, 10\)"),
-        ("images wrong shape", npy("tb/images.npy", lambda a: a[:1]), r"tb/images\.npy: uint8 \(1, 1, 32, 32\), expected"),
+        ("images wrong shape", npy("tb/images.npy", lambda a: a[:1]),
+         r"tb/images\.npy: uint8 \(1, 1, 32, 32\), expected"),
     ]
 
 

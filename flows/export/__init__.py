@@ -24,14 +24,18 @@ function of the inputs: no timestamps, sorted keys, stable ordering.
 Modules, one per step: :mod:`.plan` (engine steps, RAM layout, lanes), :mod:`.multipliers`
 (the netlist behind each layer's LUT), :mod:`.memh` (ROM contents), :mod:`.verilog` (the
 generated top), :mod:`.synth` (yosys), :mod:`.generate` (``export``: writes the folder),
-:mod:`.verify` (``verify``: the co-simulation), :mod:`.folder` (names, file helpers).
+:mod:`.integrity` (an export folder read back as untrusted input), :mod:`.verify` (``verify``:
+the checks, then the co-simulation against the outputs recorded at export time), :mod:`.folder`
+(names, file helpers). Place and route will be one more step module (``pnr``) beside ``synth``.
 """
 
 from __future__ import annotations
 
-from flows.export.folder import DEFAULT_IMAGES, DEFAULT_LANES, FORMAT, RTL_DIR, RTL_FILES, TB_MODULE, TOP, VERILATOR_ARGS
+from flows.export.folder import (DEFAULT_IMAGES, DEFAULT_LANES, FORMAT, RTL_DIR, RTL_FILES, TB_MODULE, TOP,
+                                 VERILATOR_ARGS)
 from flows.export.generate import export
+from flows.export.integrity import check_export
 from flows.export.verify import verify
 
-__all__ = ["export", "verify", "DEFAULT_IMAGES", "DEFAULT_LANES", "FORMAT", "RTL_DIR", "RTL_FILES", "TB_MODULE", "TOP",
-           "VERILATOR_ARGS"]
+__all__ = ["export", "verify", "check_export", "DEFAULT_IMAGES", "DEFAULT_LANES", "FORMAT", "RTL_DIR", "RTL_FILES",
+           "TB_MODULE", "TOP", "VERILATOR_ARGS"]

@@ -82,7 +82,8 @@ def check_reference(ck: CheckedExport, model: str | Path, design: str | Path) ->
                          f"model ({str(ck.manifest['model'].get('sha256'))[:16]}... in manifest.json)")
     luts = read_design(design, bundle)
     if len(luts) != len(ck.manifest["layers"]):
-        raise AxlabError(f"export {ck.root}: design {design} has {len(luts)} layers, the export {len(ck.manifest['layers'])}")
+        raise AxlabError(f"export {ck.root}: design {design} has {len(luts)} layers, the export "
+                         f"{len(ck.manifest['layers'])}")
     for i, (lut, ly) in enumerate(zip(luts, ck.manifest["layers"])):
         net = (lut.meta.get("provenance") or {}).get("netlist_sha256")
         if lut.sha256 != ly.get("lut_sha256") or net != ly["netlist"].get("sha256"):
@@ -93,7 +94,8 @@ def check_reference(ck: CheckedExport, model: str | Path, design: str | Path) ->
     if len(bad):
         i, k = (int(v) for v in bad[0])
         raise AxlabError(f"export {ck.root}: tb/expected.npy is not the simulator's output of {model} with {design}: "
-                         f"first at image {i} output {k}: recorded {int(ck.expected[i, k])}, simulator {int(ref[i, k])}")
+                         f"first at image {i} output {k}: recorded {int(ck.expected[i, k])}, "
+                         f"simulator {int(ref[i, k])}")
 
 
 def verify(out: str | Path, images: int | None = None, quiet: bool = True, model: str | Path | None = None,
