@@ -13,7 +13,9 @@ minimised; choose any subset in the flow file):
 
 Constraint: ``max_acc_loss`` (percentage points). Every evaluation goes through
 :class:`flows.evalstore.EvalStore`, so a killed run resumes where it stopped and replays the
-same seeded search to the same Pareto front.
+same seeded search to the same Pareto front. A rerun into the same folder must ask for the same
+search (:mod:`flows.dse_identity`, ``OUT/dse_run.json``), and the folder's outputs list only the
+designs its own search visited, never other rows of a shared store.
 """
 from __future__ import annotations
 
@@ -279,6 +281,7 @@ def run_dse(cfg: dict[str, Any], out_dir: str | Path, progress: bool = True) -> 
     from pymoo.operators.sampling.rnd import IntegerRandomSampling
     from tqdm import tqdm
 
+    from flows.dse_identity import claim_folder, folder_identity
     from flows.evalstore import EvalStore, context_key, eval_key
     from hwsim.store import resolve
     from nn.api import load_model
@@ -301,6 +304,8 @@ def run_dse(cfg: dict[str, Any], out_dir: str | Path, progress: bool = True) -> 
     # the key leaves out where files live: the same model and LUTs elsewhere hit the same rows
     ckey = context_key({k: v for k, v in ctx.items() if k not in ("model", "multipliers")}
                        | {"multipliers": [lut.name for lut in luts]})
+    # a rerun into this folder must ask for the same search (refused before any evaluation)
+    claim_folder(out_dir, folder_identity(cfg, bundle.sha256, luts), cfg)
     store = EvalStore(cfg.get("store") or out_dir / "evals.sqlite")
     objs = [OBJECTIVES[o] for o in cfg["objectives"]]
     max_loss = cfg["max_acc_loss"]
@@ -318,12 +323,22 @@ def run_dse(cfg: dict[str, Any], out_dir: str | Path, progress: bool = True) -> 
         raise AxlabError(f"unknown executor {cfg['executor']!r} (local or dask)")
     computed = 0
     history: list[dict[str, Any]] = []
+    # designs this search asked for, in first-asked order (the same on a resumed, replayed run):
+    # the outputs list only these, never other rows of the context in a shared store
+    visited: dict[tuple[int, ...], None] = {}
+
+    def seen_rows() -> list[tuple[list[int], dict[str, Any]]]:
+        return [(list(g), store.get(eval_key(ckey, g))) for g in visited]
+
     try:
         gen = 0
         while algo.has_next():
             pop = algo.ask()
+            if pop is None or not len(pop):   # pymoo found no new (non-duplicate) design: stop early
+                break
             X = np.rint(pop.get("X")).astype(int)
             genes = [tuple(map(int, x)) for x in X]
+            visited.update(dict.fromkeys(genes))
             todo = sorted({g for g in genes if store.get(eval_key(ckey, g)) is None})
             bar = tqdm(total=len(genes), desc=f"DSE generation {gen + 1}/{cfg['generations']}",
                        disable=not progress, unit="design", leave=False)
@@ -341,12 +356,13 @@ def run_dse(cfg: dict[str, Any], out_dir: str | Path, progress: bool = True) -> 
             Evaluator().eval(StaticProblem(problem, **kwargs), pop)
             algo.tell(infills=pop)
             gen += 1
-            history.append({"generation": gen, "evaluated": len(store.rows(ckey)),
-                            "hypervolume": _hypervolume(store.rows(ckey), objs, luts, max_loss)})
+            history.append({"generation": gen, "evaluated": len(visited),
+                            "hypervolume": _hypervolume(seen_rows(), objs, luts, max_loss)})
     finally:
         executor.close()
-    rows = store.rows(ckey)
-    counts = store.computations(ckey)
+    rows = seen_rows()
+    keys = {eval_key(ckey, g) for g in visited}
+    counts = {k: c for k, c in store.computations(ckey).items() if k in keys}
     store.close()
     result = _write_outputs(out_dir, cfg, bundle, mults, layers, rows, objs, max_loss, history, counts)
     result.computed = computed

@@ -9,7 +9,8 @@ chosen Pareto designs) -> ``transfer`` -> ``detect`` -> ``export`` -> ``report``
 
 A flow file with ``kind: thesis`` runs the experiments of the reference study instead
 (:mod:`flows.thesis_flow`). ``axlab run FLOW --set KEY=VALUE`` overrides any key (dotted path,
-YAML value), which is how the size knobs are turned down for a quick run.
+YAML value), which is how the size knobs are turned down for a quick run. A rerun into the same
+folder must ask for the same flow, overrides included (:mod:`flows.flow_identity`).
 """
 from __future__ import annotations
 
@@ -194,8 +195,17 @@ class StagedRunner:
 
     def run(self) -> Path:
         """Run the unfinished stages; one process per output folder at a time."""
+        from attacks.resume import read_identity
+        from flows.flow_identity import STATE_KEY, check_flow_state, flow_identity
+
         with exclusive(self.out / ".flow.lock", f"flow folder {self.out}"):
-            self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+            self.state = read_identity(self.state_path, "flow state") if self.state_path.exists() else {}
+            # a rerun must ask for the same flow (flows.flow_identity), checked before any stage
+            ident = flow_identity(self.flow)
+            check_flow_state(self.out, self.state, ident)
+            if not self.state:                # recorded before any stage writes into the folder
+                self.state[STATE_KEY] = ident
+                atomic_write(self.state_path, json.dumps(self.state, indent=1))
             self.prepare()
             return self._run_stages()
 
