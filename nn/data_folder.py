@@ -24,6 +24,7 @@ from hwsim.fileio import atomic_write
 
 EXTS = (".png", ".jpg", ".jpeg")
 CACHE_VERSION = "folder-v1"
+MAX_PIXELS = 4096 * 4096  # per image; a data set of small images never comes near it
 
 
 def cache_dir() -> Path:
@@ -87,6 +88,9 @@ def _decode(files: list[tuple[Path, int]]) -> np.ndarray:
     for i, (f, _) in enumerate(files):
         try:
             with Image.open(f) as im:
+                if im.size[0] * im.size[1] > MAX_PIXELS:  # from the header, before decoding anything
+                    raise AxlabError(f"{f}: image of {im.size[0]}x{im.size[1]} pixels is larger than the "
+                                     f"{MAX_PIXELS} allowed per image")
                 if first_size is None:
                     first_size, mode = im.size, ("L" if im.mode == "L" else "RGB")
                     c = 1 if mode == "L" else 3

@@ -271,8 +271,10 @@ def _train(arch_or_module: str | tnn.Module, dataset: str, epochs: int, qat: boo
             va = accuracy(model, xva, yva)
             history.append({"phase": ph, "epoch": ep + 1, "loss": round(loss, 5), "train_acc": round(acc, 5),
                             "val_acc": round(va, 5), "seconds": round(dt, 1)})
+            left = (n_ep - ep - 1) * dt / 60
             say(f"{arch} {ph} epoch {ep + 1}/{n_ep}: loss {loss:.4f}, train acc {acc:.4f}, val acc {va:.4f}, "
-                f"{dt:.0f} s ({len(xt) / dt:.0f} img/s)")
+                f"{dt:.0f} s ({len(xt) / dt:.0f} img/s), {ph} phase done in ~{left:.0f} min at this speed"
+                + (f" (then {cfg.qat_epochs} QAT epochs, ~2x slower each)" if ph == "float" and cfg.qat_epochs else ""))
             checkpoint(ph, ep + 1, step, opt, gm)
 
     # -- float phase -----------------------------------------------------------------------

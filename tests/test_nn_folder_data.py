@@ -98,8 +98,9 @@ def test_second_load_comes_from_the_cache_and_a_changed_file_invalidates_it(tmp_
     ("nosplit", "missing split folder test/"),
     ("classes", "different classes"),
     ("nopath", "needs a path"),
+    ("huge", "larger than"),
 ])
-def test_bad_folders_fail_with_one_line(tmp_path, damage, message):
+def test_bad_folders_fail_with_one_line(tmp_path, monkeypatch, damage, message):
     root = tmp_path / "d"
     make_folder(root, {"a": 2, "b": 2})
     if damage == "empty":
@@ -115,6 +116,8 @@ def test_bad_folders_fail_with_one_line(tmp_path, damage, message):
         for d in (root / "test").iterdir():
             d.rmdir()
         (root / "test").rmdir()
+    elif damage == "huge":
+        monkeypatch.setattr(data_folder, "MAX_PIXELS", 60)  # an 8x8 image is "huge" here
     elif damage == "classes":
         (root / "test" / "b").rename(root / "test" / "c")
     spec = "folder:" if damage == "nopath" else f"folder:{root}"
