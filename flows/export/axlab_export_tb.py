@@ -51,7 +51,8 @@ async def logits_bit_exact(dut):
         got = []
         for c in range(cfg["classes"]):
             dut.peek_addr.value = cfg["out_base"] + c
-            await FallingEdge(dut.clk)
+            await FallingEdge(dut.clk)  # the RAM registers its read on the falling edge ...
+            await RisingEdge(dut.clk)   # ... so the byte is read back at the next rising edge
             got.append(dut.peek_data.value.to_signed())
         want = [int(v) for v in expected[i]]
         rows.append({"image": i, "rtl": got, "sim": want, "match": got == want, "cycles": cycles})

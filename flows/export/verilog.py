@@ -60,9 +60,9 @@ def top_verilog(steps: list[Step], ram_words: int, aw: int, muls: list[dict[str,
                   f"  wire [{ow * P - 1}:0] s{i}_mul_o;",
                   f"  wire [31:0] s{i}_epi_acc;", f"  wire [39:0] s{i}_epi_scale;",
                   f"  axlab_rom #(.WIDTH({8 * P}), .DEPTH({ng * K}), .AW({waw}), .FILE(\"mem/{tag}_w.memh\")) "
-                  f"u_{tag}_wrom (.addr(s{i}_w_addr), .data(s{i}_w_data));",
+                  f"u_{tag}_wrom (.clk(clk), .addr(s{i}_w_addr), .data(s{i}_w_data));",
                   f"  axlab_rom #(.WIDTH(72), .DEPTH({ng * P}), .AW({qaw}), .FILE(\"mem/{tag}_q.memh\")) "
-                  f"u_{tag}_qrom (.addr(s{i}_q_addr), .data(s{i}_q_data));",
+                  f"u_{tag}_qrom (.clk(clk), .addr(s{i}_q_addr), .data(s{i}_q_data));",
                   f"  axlab_conv_engine #({_vparams(p)}, .OW({ow}), .AW(AW), .WAW({waw}), .QAW({qaw})) u_{tag} (",
                   f"      {io},",
                   f"      .w_addr(s{i}_w_addr), .w_data(s{i}_w_data), .q_addr(s{i}_q_addr), .q_data(s{i}_q_data),",
@@ -126,7 +126,7 @@ def blackbox_verilog() -> str:
     return """// axlab export: memories kept out of logic synthesis (black boxes; map them to block RAM)
 (* blackbox *)
 module axlab_rom #(parameter integer WIDTH = 8, parameter integer DEPTH = 1, parameter integer AW = 1,
-                   parameter FILE = "rom.memh") (input wire [AW-1:0] addr, output wire [WIDTH-1:0] data);
+                   parameter FILE = "rom.memh") (input wire clk, input wire [AW-1:0] addr, output wire [WIDTH-1:0] data);
 endmodule
 (* blackbox *)
 module axlab_act_ram #(parameter integer DEPTH = 1, parameter integer AW = 1) (
