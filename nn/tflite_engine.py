@@ -14,6 +14,10 @@ tensor equals LiteRT's bit for bit:
   rounding half away from zero; max pool: max over the clipped window; both on raw codes.
 * mean over H, W: see :func:`_mean`; softmax: :func:`nn.tflite_ops.softmax_int8`.
 * pad: the zero point's code; reshape: in TFLite's (NHWC) element order.
+
+Backends: ``torch`` runs the reference arithmetic in torch int64; ``numba`` and ``cuda``
+requantise conv / dense / add outputs with the numba kernels of nn.tflite_kernels (same
+results, checked by the tests). The AxNN's LUT gathers are the engine's (nn.engine).
 """
 from __future__ import annotations
 
@@ -151,7 +155,16 @@ class _Layer:
         wo = (xc.shape[3] - kw) // self.stride[1] + 1
         return acc.reshape(n, -1, ho, wo)
 
-    def requant(self, acc: torch.Tensor) -> torch.Tensor:
+    def requant(self, acc: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        """Output codes of accumulators (N, Co, ...): torch reference, or the numba kernel."""
+        if fast:
+            from nn import tflite_kernels
+
+            a = acc.contiguous().reshape(acc.shape[0], acc.shape[1], -1)
+            out = torch.empty_like(a)
+            tflite_kernels.requant(a.numpy(), self.m.numpy(), self.shift.numpy(), int(self.zo), int(self.lo),
+                                   int(self.hi), bool(self.single), out.numpy())
+            return out.reshape(acc.shape)
         shape = (1, -1) + (1,) * (acc.dim() - 2)
         out = mbqm(acc, self.m.reshape(shape), self.shift.reshape(shape), single=self.single) + self.zo
         return out.clamp(self.lo, self.hi)
@@ -242,14 +255,23 @@ class TfliteEngine:
                 xi = ins[0]
                 if op == "tfl_fc":
                     xi = _to_tfl(xi).reshape(xi.shape[0], -1, 1, 1)
-                y = L.requant(L.mac(xi))
+                y = L.requant(L.mac(xi), fast=self.backend != "torch")
                 if op == "tfl_fc":
                     y = y.reshape(y.shape[0], -1)
             elif op == "tfl_add":
                 z1, m1, sh1, z2, m2, sh2, zo, mo, sho, lo, hi = self.add_q[name]
-                a = mbqm((ins[0] - z1) << ADD_LEFT_SHIFT, m1, sh1)
-                b = mbqm((ins[1] - z2) << ADD_LEFT_SHIFT, m2, sh2)
-                y = (mbqm(a + b, mo, sho) + zo).clamp(lo, hi)
+                if self.backend != "torch":
+                    from nn import tflite_kernels
+
+                    a, b = ins[0].contiguous(), ins[1].contiguous()
+                    y = torch.empty_like(a)
+                    tflite_kernels.add_requant(a.view(-1).numpy(), b.view(-1).numpy(), int(z1), int(m1), int(sh1),
+                                               int(z2), int(m2), int(sh2), int(zo), int(mo), int(sho), int(lo),
+                                               int(hi), ADD_LEFT_SHIFT, y.view(-1).numpy())
+                else:
+                    a = mbqm((ins[0] - z1) << ADD_LEFT_SHIFT, m1, sh1)
+                    b = mbqm((ins[1] - z2) << ADD_LEFT_SHIFT, m2, sh2)
+                    y = (mbqm(a + b, mo, sho) + zo).clamp(lo, hi)
             elif op == "tfl_avgpool":
                 y = _avgpool(ins[0], n).clamp(*self.misc[name])
             elif op == "tfl_maxpool":

@@ -46,23 +46,26 @@ def _litert_inputs(bundle: ModelBundle, x: np.ndarray) -> np.ndarray:
 
 
 def _compare_all(path: Path, x: np.ndarray) -> int:
-    """Assert every int8 activation tensor equals LiteRT BUILTIN_REF's; returns how many."""
+    """Assert every int8 activation tensor of the torch (reference) and numba backends equals
+    LiteRT BUILTIN_REF's; returns how many tensors were compared."""
     pytest.importorskip("ai_edge_litert")
     from tests.tflite_ref import reference_tensors
 
     bundle = import_tflite(path)
-    mine = TfliteEngine(bundle).tensors(x)
     ref = {t.index: t for t in reference_tensors(path, _litert_inputs(bundle, x)).values()}
     compared = 0
-    for t in ref.values():
-        if t.is_constant or t.dtype != np.int8:
-            continue  # weights, shape tensors, the float/uint8 input, a dequantised output
-        assert t.index in mine, f"{path.name}: tensor {t.index} ({t.name}) has no axlab node"
-        got = mine[t.index]
-        assert got.shape == t.values.shape, (t.name, got.shape, t.values.shape)
-        diff = int((got != t.values).sum())
-        assert diff == 0, f"{path.name}: tensor {t.name}: {diff} of {got.size} codes differ from LiteRT"
-        compared += 1
+    for backend in ("torch", "numba"):
+        mine = TfliteEngine(bundle, backend=backend).tensors(x)
+        compared = 0
+        for t in ref.values():
+            if t.is_constant or t.dtype != np.int8:
+                continue  # weights, shape tensors, the float/uint8 input, a dequantised output
+            assert t.index in mine, f"{path.name}: tensor {t.index} ({t.name}) has no axlab node"
+            got = mine[t.index]
+            assert got.shape == t.values.shape, (t.name, got.shape, t.values.shape)
+            diff = int((got != t.values).sum())
+            assert diff == 0, f"{path.name} [{backend}]: tensor {t.name}: {diff} of {got.size} codes differ from LiteRT"
+            compared += 1
     return compared
 
 
@@ -278,3 +281,25 @@ def test_axnn_evoapprox_backends_shared_models() -> None:
         assert not np.array_equal(ref, q)
         assert np.array_equal(TfliteEngine(b, mixed, "numba", lowrank=False).logits(xx), ref)
         assert np.array_equal(TfliteEngine(b, mixed, "numba").logits(xx), ref)
+
+
+@pytest.mark.slow
+def test_axnn_cuda_backend_in_simulator() -> None:
+    """The cuda gather on an imported model (depthwise multiplier 2, per-tensor weights) equals
+    the torch gather; numba's CUDA simulator in a subprocess (it must be enabled first)."""
+    import os
+
+    script = (
+        "import numpy as np\n"
+        "from nn.tflite_import import import_tflite\n"
+        "from nn.tflite_engine import TfliteEngine\n"
+        "from tests.nn_fixtures import fullrank_lut\n"
+        f"b = import_tflite({str(DATA / 'dw_stride_pertensor.tflite')!r})\n"
+        "x = np.random.default_rng(0).integers(0, 256, (1, *b.input_shape), dtype=np.uint8)\n"
+        "luts = [fullrank_lut(5)] * len(b.layers())\n"
+        "ref = TfliteEngine(b, luts, 'torch').logits(x)\n"
+        "assert np.array_equal(TfliteEngine(b, luts, 'cuda').logits(x), ref)\n"
+        "print('ALL-OK')\n")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "ALL-OK" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
