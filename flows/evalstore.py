@@ -4,6 +4,12 @@ A row's key is sha256 of the evaluation context (model hash, LUT hashes of the m
 data subset, attack and its parameters, seed) and the design's genes. Each evaluation is
 committed the moment it finishes; the ``log`` table records every computation so a run can
 prove it never computed the same key twice.
+
+Resume identity: the key is the content, so a store shared by searches with different models,
+data, multiplier sets, objectives or seeds never returns one search's result to another (their
+contexts differ); searches of one context that differ only in how they search (population,
+generations, constraint) share rows on purpose, and a DSE folder lists only the designs its own
+search visited. The identity of the folder itself is :mod:`flows.dse_identity`.
 """
 from __future__ import annotations
 
