@@ -196,6 +196,23 @@ def test_property_any_changed_field_is_refused(env, tmp_path, change):
     _assert_refused(env, cfg, out, key)
 
 
+def test_an_ensemble_member_change_is_refused(env, tmp_path):
+    """Ensembles named alike (ens(q,fp)) whose second member runs another model."""
+    from attacks.implspec import Ensemble
+
+    def ens(model_b: str) -> Ensemble:
+        return Ensemble([_impl(env, {**BASE, "impl": "q", "design": None}),
+                         _impl(env, {**BASE, "model": model_b, "impl": "fp", "design": None})])
+
+    out = tmp_path / "ens.jsonl"
+    atk = make_attack("fgsm", {"eps": 8 / 255})
+    run_attack(atk, ens("A"), env["x"], env["y"], [0, 1], out)
+    before = _snapshot(tmp_path)
+    with pytest.raises(AxlabError, match=r"was made with members\[1\]\.model_sha256=\w+\.\.\., this run asks"):
+        run_attack(atk, ens("B"), env["x"], env["y"], [0, 1], out)
+    assert _snapshot(tmp_path) == before
+
+
 # ------------------------------------------------------------------------ damaged run files
 def _lines(out: Path) -> list[bytes]:
     return out.read_bytes().splitlines(keepends=True)
