@@ -98,12 +98,15 @@ class _Layer:
         t, b, l, r = self.pad4
         if t or b or l or r:
             xc = F.pad(xc, (l, r, t, b))  # centred zero = the zero-point code
+        if self.dw is not None:
+            return self.dw(xc, self.za)
         if self.gathers:
             return self._lut_mac(xc)
         acc = F.conv2d(xc.to(self.dtype), self.wt, None, self.stride, 0, 1, self.groups)
         return acc.round().to(torch.int64) + self.bq[None, :, None, None]
 
     gathers: list[Any] = []
+    dw: Any = None
 
     def set_lut(self, lut: Lut, backend: str, lowrank: bool, max_rank: int) -> None:
         """Route every product a_code x w_code through ``lut`` (one gather per group:
@@ -112,6 +115,11 @@ class _Layer:
         from nn.engine import ConvMac, CudaGather, LayerQ, NumbaGather, TorchGather, check_lut, lut_factor
 
         check_lut(lut, self.name)
+        if self.op == "tfl_dwconv" and backend == "numba":  # all channel groups in one vectorised gather
+            from nn.tflite_kernels import DepthwiseGather
+
+            self.dw = DepthwiseGather(self.w, self.bq.numpy(), self.za, self.stride, lut)
+            return
         co = self.w.shape[0]
         per = co // self.groups
         w4 = self.w if self.w.ndim == 4 else self.w.reshape(co, -1, 1, 1)  # dense as a 1x1 conv
@@ -231,9 +239,17 @@ class TfliteEngine:
         TfliteEngine(bundle)
 
     def describe(self) -> dict[str, str]:
-        return {k: (f"tflite-{v.op[4:]}({v.gathers[0].kind}" + (f" x{len(v.gathers)} groups)" if len(v.gathers) > 1
-                                                                 else ")")
-                    if v.gathers else f"tflite-{v.op[4:]}(exact {str(v.dtype)[6:]} conv)") for k, v in self.layers.items()}
+        """Layer -> how its MAC runs (exact convolution dtype, or the LUT gather kind)."""
+        out = {}
+        for k, v in self.layers.items():
+            if v.dw is not None:
+                how = v.dw.kind
+            elif v.gathers:
+                how = v.gathers[0].kind + (f" x{len(v.gathers)} groups" if len(v.gathers) > 1 else "")
+            else:
+                how = f"exact {str(v.dtype)[6:]} conv"
+            out[k] = f"tflite-{v.op[4:]}({how})"
+        return out
 
     # ------------------------------------------------------------------ running
     def input_codes(self, x: np.ndarray) -> torch.Tensor:
