@@ -222,7 +222,7 @@ def test_thesis_flow_rerun_with_changed_overrides_is_refused(tmp_path):
     before = _snapshot(tmp_path)
     with pytest.raises(AxlabError, match=r"was made with attacks\.n=20, this run asks for attacks\.n=3"):
         _flow_run(tmp_path, sets + ["attacks.n=3"], REPO / "flows" / "thesis.yaml", calls)
-    with pytest.raises(AxlabError, match=r"was made with networks\[0\]=minnet, this run asks for networks\[0\]=resnet8"):
+    with pytest.raises(AxlabError, match=r"with networks\[0\]=minnet, this run asks for networks\[0\]=resnet8"):
         _flow_run(tmp_path, ["multipliers=builtin", "attacks.ax=[mul8s_bi_tr3]", "networks=[resnet8]"],
                   REPO / "flows" / "thesis.yaml", calls)
     assert _snapshot(tmp_path) == before
