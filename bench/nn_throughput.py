@@ -1,20 +1,32 @@
-"""AxNN throughput benchmark (issue 3).
+"""AxNN throughput benchmark (issues 3 and 14).
 
-ResNet8 (MLPerf Tiny, 16/32/64 filters) on 32x32x3 batches, PTQ-quantised with random
-weights (throughput does not depend on the weights). For each multiplier in every layer:
-AxNN images/s (numba backend: exact low-rank path where the LUT's error rank allows, gather
-otherwise) divided by the images/s of the same network with exact float32 torch convolutions,
-measured in the same run (runs alternate; the ratio is the median over runs of float time /
-AxNN time with the float time averaged over the float runs just before and after), checked
-against the goal 0.7/(1+R) for error rank R, and their geometric mean (goal >= 0.25). Then the
-generic gather path (low-rank off, last multiplier in every layer): its ratio and the
-lookups/s of the gather kernel the engine picks for each real layer of the network (goal
->= 4e9). The machine may be shared: compare ratios, not absolute figures.
+ResNet8 (MLPerf Tiny, 16/32/64 filters) on 32x32x3 batches, PTQ-quantised with random weights
+(throughput does not depend on the weights), numba backend against the same network with exact
+float32 torch convolutions, measured in the same run. Every figure is a ratio of adjacent runs:
+float and integer runs alternate (float, int, float, ...) and each integer run is compared with
+the mean of the float runs just before and after it; a measurement is the median of those
+ratios. The whole measurement is repeated ``--repeats`` times (default 3) and each figure is
+printed as the median over the repeats with its spread (min..max).
 
-    python bench/nn_throughput.py [--batch 256] [--reps 5] [--multipliers a,b,...]
+Figures:
+  * QNN / float32 (goal >= 0.9);
+  * for each multiplier in every layer: AxNN / float32 with the exact path chosen per layer
+    (``--path``, default auto: measured per layer on the first batch of this run, not taken
+    from the choice cache, nn.paths; the chosen paths are listed), its goal
+    max(0.7/(1+R), the gather path's ratio in the same repeat) for error rank R, and the
+    geometric mean over the multipliers (goal >= 0.30);
+  * the generic gather path (every layer through the gather kernels, last multiplier): its
+    ratio and the lookups/s of the gather kernel the engine picks for each real layer of the
+    network (goal >= 4e9).
+The machine may be shared: compare ratios, not absolute images/s; quote figures from a quiet
+machine only.
 
-Multipliers default to the 13 mul8s netlists in ../shared/evoapprox (through hwsim.store);
-LUT .npz files can be given instead.
+    python bench/nn_throughput.py [--batch 256] [--reps 5] [--repeats 3] [--path auto]
+                                  [--multipliers a,b,...] [--quick]
+
+``--quick`` (smoke test: batch 32, 2 reps, 1 repeat, 3 multipliers) checks that everything runs;
+its figures mean nothing. Multipliers default to the 13 mul8s netlists in ../shared/evoapprox
+(through hwsim.store); LUT .npz files can be given instead.
 """
 from __future__ import annotations
 
@@ -22,9 +34,12 @@ import argparse
 import glob
 import math
 import os
+import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,19 +47,43 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
+def _time(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _spread(v: list[float], fmt: str = "{:.3f}") -> str:
+    """median [min..max] of the repeats."""
+    med = statistics.median(v)
+    return fmt.format(med) if len(v) < 2 else f"{fmt.format(med)} [{fmt.format(min(v))}..{fmt.format(max(v))}]"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=5, help="integer runs per measurement (float runs: reps + 1)")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats of the whole measurement")
+    ap.add_argument("--path", default="auto", choices=["auto", "lowrank", "gather"])
     ap.add_argument("--multipliers", default=None)
+    ap.add_argument("--quick", action="store_true", help="smoke test: batch 32, 2 reps, 1 repeat, 3 multipliers")
     args = ap.parse_args()
+    if args.quick:
+        args.batch, args.reps, args.repeats = 32, 2, 1
+    if min(args.batch, args.reps, args.repeats) < 1:
+        print("--batch, --reps and --repeats must be >= 1", file=sys.stderr)
+        return 2
 
+    from numba import get_num_threads
+
+    from nn import paths
     from nn.design import resolve_multiplier
     from nn.engine import IntegerEngine
     from nn.models import build_model
     from nn.quant import GraphModule
     from nn.train import quantize_module
 
+    paths.REMEASURE = True  # path auto: choose by this run's timings, not by a cached choice
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (args.batch, 3, 32, 32), dtype=np.uint8)
@@ -57,7 +96,10 @@ def main() -> int:
         if not specs:
             print("no multipliers: give --multipliers", file=sys.stderr)
             return 2
+    if args.quick:
+        specs = specs[:2] + specs[-1:] if len(specs) > 3 else specs
     luts = [resolve_multiplier(s) for s in specs]
+    n_layers = len(bundle.layers())
     fm = GraphModule(bundle.graph, "float").eval()
     xf = torch.from_numpy(x).float() / 255.0
 
@@ -65,77 +107,113 @@ def main() -> int:
         with torch.no_grad():
             fm(xf)
 
-    print(f"ResNet8, batch {args.batch}x3x32x32, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"numba threads {os.environ.get('NUMBA_NUM_THREADS', 'default')}")
+    print(f"ResNet8, batch {args.batch}x3x32x32, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"numba {get_num_threads()} threads, {os.cpu_count()} CPUs, path {args.path}, "
+          f"{args.repeats} repeats x {args.reps} reps")
 
-    def interleaved(fn) -> tuple[float, float]:
-        """Times of the float network and of fn, alternating (float, fn, float, ...) so that
-        both see the same machine load; returns (float, fn) times whose ratio is the median
-        of the ratios of adjacent runs (robust to a shared machine), as min-like times."""
-        fn(), run_float()
+    def interleaved(fn: Callable[[], object]) -> tuple[float, float]:
+        """(ratio float time / fn time, fn images/s): fn and the float network alternate so that
+        both see the same machine load; the ratio is the median over fn's runs of the mean of the
+        float runs just before and after it divided by fn's time; images/s from fn's best run."""
+        fn(), run_float()  # warm-up (and, with path auto, the per-layer path measurement)
         tf = [_time(run_float)]
         ta = []
         for _ in range(args.reps):
             ta.append(_time(fn))
             tf.append(_time(run_float))
-        # each fn run is compared with the mean of the float runs just before and after it
-        ratios = sorted((tf[i] + tf[i + 1]) / 2 / ta[i] for i in range(len(ta)))
-        med = ratios[len(ratios) // 2]
-        t_a = min(ta)
-        return t_a * med, t_a
+        ratios = [(tf[i] + tf[i + 1]) / 2 / ta[i] for i in range(len(ta))]
+        return statistics.median(ratios), args.batch / min(ta)
 
-    q = IntegerEngine(bundle, None, "numba")
-    tf, tq = interleaved(lambda: q.run_codes(x))
-    print(f"float32 torch: {args.batch / tf:9.0f} img/s   QNN (numba): {args.batch / tq:9.0f} img/s "
-          f"(ratio {tf / tq:.3f})")
-    print(f"{'multiplier':14s} {'R':>3s} {'img/s':>9s} {'float img/s':>11s} {'ratio':>7s} {'goal':>7s} ok  path")
-    ratios = []
+    qnn: list[float] = []
+    ax: dict[str, list[float]] = {lut.name: [] for lut in luts}
+    ax_ips: dict[str, list[float]] = {lut.name: [] for lut in luts}
+    rank: dict[str, int] = {}
+    chosen: dict[str, Counter] = {}
+    gather: list[float] = []
+    net_lookups: list[float] = []
+    kern: dict[str, list[float]] = {}
+    kern_info: dict[str, str] = {}
+    kern_total: list[float] = []
+    for rep in range(args.repeats):
+        q = IntegerEngine(bundle, None, "numba")
+        qnn.append(interleaved(lambda: q.run_codes(x))[0])
+        del q
+        for lut in luts:
+            eng = IntegerEngine(bundle, [lut] * n_layers, "numba", path=args.path)
+            ratio, ips = interleaved(lambda: eng.run_codes(x))
+            ax[lut.name].append(ratio)
+            ax_ips[lut.name].append(ips)
+            rank[lut.name] = max((getattr(m, "R", 0) for lp in eng.paths.values() for m in lp.cands.values()),
+                                 default=0)
+            chosen[lut.name] = Counter(r["path"] for r in eng.path_report().values())
+            del eng
+        # generic gather path, every layer, with lookups counted over one more run
+        eng = IntegerEngine(bundle, [luts[-1]] * n_layers, "numba", path="gather")
+        gather.append(interleaved(lambda: eng.run_codes(x))[0])
+        for m in eng.macs.values():
+            m.lookups = 0
+        dt = _time(lambda: eng.run_codes(x))
+        net_lookups.append(sum(m.lookups for m in eng.macs.values()) / dt)
+        tl, tt = _kernel_lookups(eng, x, args.reps, kern, kern_info)
+        kern_total.append(tl / tt)
+        del eng
+        print(f"repeat {rep + 1}/{args.repeats}: QNN {qnn[-1]:.3f}, gather path {gather[-1]:.3f}, geometric mean "
+              f"{_gmean([ax[k][-1] for k in ax]):.3f}", flush=True)
+
+    print()
+    print(f"QNN (exact, numba) / float32 torch: {_spread(qnn)} (goal >= 0.9)")
+    g_med = statistics.median(gather)
+    print(f"gather path ({luts[-1].name} in every layer) / float32 torch: {_spread(gather)}")
+    print(f"{'multiplier':14s} {'R':>2s} {'AxNN img/s':>10s} {'ratio median [min..max]':>25s} {'goal':>6s} met  paths")
+    met = 0
     for lut in luts:
-        eng = IntegerEngine(bundle, [lut] * len(bundle.layers()), "numba")
-        macs = list(eng.macs.values())
-        r = max(getattr(m, "R", 0) for m in macs)
-        tf, ta = interleaved(lambda: eng.run_codes(x))
-        ratio = tf / ta
-        ratios.append(ratio)
-        goal = 0.7 / (1 + r)
-        kinds = sorted({m.kind for m in macs})
-        print(f"{lut.name:14s} {r:3d} {args.batch / ta:9.0f} {args.batch / tf:11.0f} {ratio:7.3f} {goal:7.3f} "
-              f"{'yes' if ratio >= goal else 'NO ':3s} {','.join(kinds)}")
-    gm = math.exp(sum(math.log(v) for v in ratios) / len(ratios))
-    print(f"geometric mean ratio over {len(ratios)}: {gm:.3f} (goal >= 0.25)")
+        r = rank[lut.name]
+        goal = max(0.7 / (1 + r), g_med)
+        med = statistics.median(ax[lut.name])
+        met += med >= goal
+        paths = ", ".join(f"{k} x{v}" for k, v in sorted(chosen[lut.name].items()))
+        print(f"{lut.name:14s} {r:2d} {statistics.median(ax_ips[lut.name]):10.0f} {_spread(ax[lut.name]):>25s} "
+              f"{goal:6.3f} {'yes' if med >= goal else 'NO ':3s}  {paths}")
+    gm = _gmean([statistics.median(v) for v in ax.values()])
+    gms = [_gmean([v[i] for v in ax.values()]) for i in range(args.repeats)]
+    print(f"geometric mean ratio over {len(luts)}: {gm:.3f} (goal >= 0.30; per repeat {_spread(gms)})")
+    print(f"{met} of {len(luts)} multipliers meet max(0.7/(1+R), gather-path ratio)")
+    print()
+    print(f"{'gather kernel, layer':24s} {'shape (C->Co, k/stride, out)':>30s} {'kernel':>6s} "
+          f"{'lookups/s median [min..max]':>33s}")
+    for name, v in kern.items():
+        print(f"{name:24s} {kern_info[name]:>40s} {_spread(v, '{:.2e}'):>33s}")
+    print(f"gather kernels, all layers of the network: {_spread(kern_total, '{:.2e}')} lookups/s (goal >= 4e9); "
+          f"whole network incl. index preparation, epilogues and adds: {_spread(net_lookups, '{:.2e}')}")
+    return 0
 
-    # generic gather path: every layer through the numba gather kernel (lookups counted)
-    lut = luts[-1]
-    eng = IntegerEngine(bundle, [lut] * len(bundle.layers()), "numba", lowrank=False)
-    tf, ta = interleaved(lambda: eng.run_codes(x))
-    for m in eng.macs.values():
-        m.lookups = 0
-    dt = _time(lambda: eng.run_codes(x))
-    look = sum(m.lookups for m in eng.macs.values())
-    print(f"gather path ({lut.name} in every layer, low-rank off): ratio {tf / ta:.3f}, "
-          f"whole network {look / dt:.3e} lookups/s (incl. index preparation, epilogues, adds)")
-    # the kernel alone on each real layer of the network (its actual input indices)
+
+def _gmean(v: list[float]) -> float:
+    return math.exp(sum(math.log(a) for a in v) / len(v))
+
+
+def _kernel_lookups(eng, x: np.ndarray, reps: int, kern: dict[str, list[float]],
+                    info: dict[str, str]) -> tuple[float, float]:
+    """The gather kernel alone on each real layer of the network (its actual input indices):
+    appends each layer's lookups/s to ``kern``; returns (all lookups, all seconds)."""
+    from numba import get_num_threads
+
     from nn import kernels_cpu
 
     inputs: dict[str, np.ndarray] = {}
-    orig = dict(eng.macs)
+    for name, lp in eng.paths.items():  # record each layer's padded operand indices
+        m = lp.cands["gather"]
+        real = lp.run_one
 
-    class Grab:  # records each layer's padded operand indices, then runs the real kernel
-        def __init__(self, name: str, m) -> None:
-            self.name, self.m, self.zc, self.const = name, m, m.zc, m.const
+        def grab(mac, xx, name=name, real=real):
+            inputs[name] = mac.padded_idx(xx).contiguous().numpy()
+            return real(mac, xx)
 
-        def __call__(self, xx):
-            inputs[self.name] = self.m.padded_idx(xx).contiguous().numpy()
-            return self.m(xx)
-
-    eng.macs = {k: Grab(k, m) for k, m in orig.items()}
+        lp.run_one = grab
     eng.run_codes(x)
-    eng.macs = orig
-    print(f"{'gather kernel, layer':24s} {'shape (C->Co, k/stride, out)':>30s} {'kernel':>6s} {'lookups/s':>10s}")
-    from numba import get_num_threads
-
     tot_l = tot_t = 0.0
-    for name, m in eng.macs.items():
+    for name, lp in eng.paths.items():
+        m = lp.cands["gather"]
         xi = inputs[name]
         n, co = xi.shape[0], m.wk.shape[1]
         kh, kw = m.L.w.shape[2:]
@@ -146,25 +224,20 @@ def main() -> int:
         tabs = m._tables() if total >= m.min_pixels_tab else None  # the engine's own choice
         if tabs is not None:
             tile = int(min(4096, max(512, total // (2 * get_num_threads()))))
-            run = lambda: kernels_cpu.gather_conv_tab(xi, tabs, kh, kw, m.L.stride[0], m.L.stride[1], ho, wo, tile,
-                                                       acc, sidx)
+
+            def run():
+                kernels_cpu.gather_conv_tab(xi, tabs, kh, kw, m.L.stride[0], m.L.stride[1], ho, wo, tile, acc, sidx)
         else:
-            run = lambda: kernels_cpu.gather_conv(xi, m.wk, m.table, kh, kw, m.L.stride[0], m.L.stride[1], ho, wo,
-                                                   acc, sidx)
+            def run():
+                kernels_cpu.gather_conv(xi, m.wk, m.table, kh, kw, m.L.stride[0], m.L.stride[1], ho, wo, acc, sidx)
         run()
-        best = min(_time(run) for _ in range(args.reps))
+        best = min(_time(run) for _ in range(reps))
         n_look = total * m.wk.size
         tot_l, tot_t = tot_l + n_look, tot_t + best
-        shape = f"{m.L.w.shape[1]}->{co}, {kh}x{kw}/{m.L.stride[0]}, {ho}x{wo}"
-        print(f"{name:24s} {shape:>30s} {'tab' if tabs is not None else 'lut':>6s} {n_look / best:10.3e}")
-    print(f"gather kernels, all layers of the network: {tot_l / tot_t:.3e} lookups/s (goal >= 4e9)")
-    return 0
-
-
-def _time(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+        kern.setdefault(name, []).append(n_look / best)
+        info[name] = (f"{m.L.w.shape[1]}->{co}, {kh}x{kw}/{m.L.stride[0]}, {ho}x{wo}".rjust(30)
+                      + f" {'tab' if tabs is not None else 'lut':>9s}")
+    return tot_l, tot_t
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from nn.paths import LayerPaths, check_path, default_path
 F32_EXACT = 2**24
 F64_EXACT = 2**53
 ADD_SHIFT = 20
+EPILOGUE_F64 = True  # numba: requantise in exact float64 arithmetic (vectorised) where the bounds allow
 BACKENDS = ("torch", "numba", "cuda")
 
 
@@ -383,6 +384,14 @@ def epilogue_numba(y: torch.Tensor, sidx: torch.Tensor | None, zc: int, L: Layer
     n, _, co, p = y.shape
     out = torch.empty((n, co, p), dtype=torch.float32)
     s = sidx.numpy() if (sidx is not None and zc) else np.zeros((n, 0), dtype=np.int32)
+    if EPILOGUE_F64 and L.rs.min() >= 17:  # exact float64 form (see kernels_cpu.epilogue_f64)
+        f64 = L.__dict__.get("_f64")
+        if f64 is None:  # per-channel constants, once per layer
+            f64 = L.__dict__["_f64"] = ((L.m0 >> 16).astype(np.float64), (L.m0 & 0xFFFF).astype(np.float64),
+                                        np.ldexp(1.0, L.rs - 17), np.ldexp(1.0, 16 - L.rs))
+        kernels_cpu.epilogue_f64(y.contiguous().numpy(), s, np.int64(zc), const.astype(np.float64), *f64, 0.0,
+                                 float(L.lo - L.zo), float(L.hi - L.zo), out.numpy())  # centred
+        return out
     kernels_cpu.epilogue(y.contiguous().numpy(), s, np.int64(zc), const, L.m0, L.rs, np.int64(0),
                          np.int64(L.lo - L.zo), np.int64(L.hi - L.zo), out.numpy())  # centred
     return out
@@ -532,22 +541,32 @@ class IntegerEngine:
                     a = vals[n["inputs"][0]].contiguous()
                     b = vals[n["inputs"][1]].contiguous()
                     y = torch.empty_like(a)
-                    kernels_cpu.add_requant(a.view(-1).numpy(), b.view(-1).numpy(), np.int64(0), np.int64(ma),
-                                            np.int64(0), np.int64(mb), np.int64(ADD_SHIFT), np.int64(0),
-                                            np.int64(lo - zo), np.int64(127 - zo), y.view(-1).numpy())
+                    if EPILOGUE_F64 and 255 * (abs(ma) + abs(mb)) < 2**52:  # exact in float64
+                        kernels_cpu.add_requant_f64(a.view(-1).numpy(), b.view(-1).numpy(), float(ma), float(mb),
+                                                    float(1 << (ADD_SHIFT - 1)), 2.0**-ADD_SHIFT, float(lo - zo),
+                                                    float(127 - zo), y.view(-1).numpy())
+                    else:
+                        kernels_cpu.add_requant(a.view(-1).numpy(), b.view(-1).numpy(), np.int64(0), np.int64(ma),
+                                                np.int64(0), np.int64(mb), np.int64(ADD_SHIFT), np.int64(0),
+                                                np.int64(lo - zo), np.int64(127 - zo), y.view(-1).numpy())
             elif op == "relu":
                 y = vals[n["inputs"][0]].clamp_min(0.0)  # centred: the zero point is 0
             elif op == "maxpool":
                 y = F.max_pool2d(vals[n["inputs"][0]], tuple(n["kernel"]), tuple(n["stride"]), tuple(n["padding"]))
             elif op in ("avgpool", "gap"):
-                xi = vals[n["inputs"][0]].to(torch.float64)
+                xi = vals[n["inputs"][0]]
+                cnt = xi.shape[2] * xi.shape[3] if op == "gap" else int(np.prod(n["kernel"]))
+                # float32 is exact while |2*sum + cnt| < 2^24 (|values| <= 255); see below
+                xi = xi if 511 * cnt < F32_EXACT else xi.to(torch.float64)
                 if op == "gap":
                     s, cnt = xi.sum(dim=(2, 3), keepdim=True), xi.shape[2] * xi.shape[3]
                 else:
                     k = tuple(n["kernel"])
                     s, cnt = F.avg_pool2d(xi, k, tuple(n["stride"]), divisor_override=1), k[0] * k[1]
                 # round half up of sum/cnt, exact; on centred values it equals the code
-                # formula shifted by the (integer) zero point
+                # formula shifted by the (integer) zero point. The float division is correctly
+                # rounded: a non-integer quotient is >= 1/(2 cnt) from an integer, more than
+                # its rounding error (|2 sum + cnt| / (2 cnt) * 2^-24), so floor is exact
                 y = torch.floor((2 * s + cnt) / (2 * cnt)).to(torch.float32)
             elif op == "flatten":
                 y = vals[n["inputs"][0]].reshape(vals[n["inputs"][0]].shape[0], -1)

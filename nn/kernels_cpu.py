@@ -166,6 +166,55 @@ def epilogue(y, sidx, zc, const, m0, rs, zo, lo, hi, out):  # pragma: no cover -
             orow[p] = min(max(v, lo), hi)
 
 
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def epilogue_f64(y, sidx, zc, const, mh, ml, hh, sc, zo, lo, hi, out):  # pragma: no cover - jitted
+    """``epilogue`` in float64 arithmetic that is exact (AVX2 vectorises it; int64 conversions
+    and multiplies do not), for layers whose every shift rs >= 17.
+
+    With m0 = mh*2^16 + ml (mh < 2^15, ml < 2^16), hh = 2^(rs-17), sc = 2^-(rs-16) per channel:
+        (acc*m0 + 2^(rs-1)) >> rs == floor((acc*mh + hh + floor(acc*ml / 2^16)) * sc)
+    (nested floor division by 2^16 then 2^(rs-16)); for |acc| < 2^31 every intermediate is
+    an integer below 2^48, so every float64 operation is exact.
+    """
+    n_img, groups, co_n, pn = y.shape
+    use_s = sidx.shape[1] > 0
+    zcf = np.float64(zc)
+    for t in prange(n_img * co_n):
+        n = t // co_n
+        co = t - n * co_n
+        c = const[co]
+        a_h = mh[co]
+        a_l = ml[co]
+        h = hh[co]
+        s = sc[co]
+        orow = out[n, co]
+        if groups == 1 and not use_s:  # the common case: one simple, vectorisable loop
+            y0 = y[n, 0, co]
+            for p in range(pn):
+                acc = c + np.float64(y0[p])
+                v = np.floor((acc * a_h + h + np.floor(acc * a_l * 1.52587890625e-05)) * s) + zo
+                orow[p] = min(max(v, lo), hi)
+            continue
+        for p in range(pn):
+            acc = c
+            for g in range(groups):
+                acc += np.float64(y[n, g, co, p])
+            if use_s:
+                acc += zcf * np.float64(sidx[n, p])
+            v = np.floor((acc * a_h + h + np.floor(acc * a_l * 1.52587890625e-05)) * s) + zo
+            orow[p] = min(max(v, lo), hi)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def add_requant_f64(a, b, ma, mb, half, sc, lo, hi, out):  # pragma: no cover - jitted
+    """``add_requant`` with za = zb = zo = 0 (centred codes) in exact float64 arithmetic:
+    out = clamp(floor((a*ma + b*mb + half) * sc), lo, hi), sc = 2^-shift; exact while
+    255*(|ma| + |mb|) + half < 2^53 (the caller checks)."""
+    for i in prange(a.size):
+        v = np.floor((np.float64(a[i]) * ma + np.float64(b[i]) * mb + half) * sc)
+        out[i] = min(max(v, lo), hi)
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def expand(x, off, tabs, out):  # pragma: no cover - jitted
     """Low-rank operand transform of centred activations x (code - za, float32, (N, C, P))

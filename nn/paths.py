@@ -8,7 +8,8 @@ every candidate on the first batch of each input shape, checks that their output
 over the whole tensor, times them (interleaved rounds, median) and keeps the fastest for that
 shape. The choice is cached in memory and on disk under ``$AXLAB_CACHE/nn_paths``, one small
 JSON file per key (layer shape, LUT sha256, batch size, thread counts, candidate set), written
-atomically; a corrupt or mismatching file is ignored with a warning and re-measured.
+atomically; a corrupt or mismatching file is ignored with a warning and re-measured. A choice
+measured on a busy machine stays until its file is deleted (``rm -r $AXLAB_CACHE/nn_paths``).
 
 Which path runs may vary between machines and runs; the logits never do.
 
@@ -38,6 +39,7 @@ PATHS = ("auto", "lowrank", "gather")
 ENV = "AXLAB_NN_PATH"
 CACHE_VERSION = 1
 ROUNDS = 3  # timed rounds per candidate after one untimed (warm-up + equality check) run
+REMEASURE = False  # True: ignore cached choices (still write the new ones), e.g. for benchmarks
 
 
 def check_path(path: str, what: str = "--path") -> str:
@@ -161,7 +163,7 @@ class LayerPaths:
     def _choose(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str, dict[str, float]]]:
         key = choice_key(dict(self.layer_shape, H=int(x.shape[2]), W=int(x.shape[3])), self.lut,
                          int(x.shape[0]), self.desc)
-        rec = load_choice(key)
+        rec = None if REMEASURE else load_choice(key)
         if rec is not None:
             return self.run_one(self.cands[rec["path"]], x), (rec["path"], "cache", dict(rec.get("ms") or {}))
         ms, out = self.measure(x)
