@@ -50,7 +50,13 @@ def quantize_weights(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-output-channel symmetric int8: (codes int32 same shape, scales float64 (Co,))."""
     w = np.asarray(w, dtype=np.float64)
     flat = w.reshape(w.shape[0], -1)
-    s = np.maximum(np.abs(flat).max(axis=1) / WMAX, 1e-12)
+    s = np.abs(flat).max(axis=1) / WMAX
+    # an all-zero (dead) channel has codes 0 whatever its scale; give it the largest scale of
+    # the layer so that its bias stays representable and its requantisation multiplier stays
+    # in the engine's fixed-point range (a 1e-12 floor made both overflow)
+    live = s > 0
+    s[~live] = s[live].max() if live.any() else 1.0 / WMAX
+    s = np.maximum(s, 1e-12)
     q = np.clip(np.round(flat / s[:, None]), -WMAX, WMAX).astype(np.int32)
     return q.reshape(w.shape), s
 
@@ -176,7 +182,10 @@ class GraphModule(tnn.Module):
             bq = torch.from_numpy(self.qparams.bq[name]).to(dtype) * (s_in * ws)
             return w + (wq - w).detach(), b + (bq - b).detach()
         flat = w.reshape(w.shape[0], -1)
-        ws = (flat.detach().abs().amax(dim=1) / WMAX).clamp_min(1e-12)
+        ws = flat.detach().abs().amax(dim=1) / WMAX
+        if not bool((ws > 0).all()):  # dead channels: the same scale rule as quantize_weights
+            ws = torch.where(ws > 0, ws, ws.max() if bool((ws > 0).any()) else ws.new_tensor(1.0 / WMAX))
+        ws = ws.clamp_min(1e-12)
         shape = (-1,) + (1,) * (w.dim() - 1)
         wq = torch.clamp(_ste_round(w / ws.reshape(shape)), -WMAX, WMAX) * ws.reshape(shape)
         bscale = s_in * ws
