@@ -39,6 +39,7 @@ PATHS = ("auto", "lowrank", "gather")
 ENV = "AXLAB_NN_PATH"
 CACHE_VERSION = 1
 ROUNDS = 3  # timed rounds per candidate after one untimed (warm-up + equality check) run
+CLEAR_WIN = 2.0  # ... but one round when the slowest candidate took this many times the fastest
 REMEASURE = False  # True: ignore cached choices (still write the new ones), e.g. for benchmarks
 
 
@@ -172,9 +173,9 @@ class LayerPaths:
         return out, (best, "measured", ms)
 
     def measure(self, x: torch.Tensor, rounds: int = ROUNDS) -> tuple[dict[str, float], torch.Tensor]:
-        """Median wall time (ms) of every candidate on ``x`` over ``rounds`` interleaved rounds,
-        after one untimed run each whose outputs must all be equal (bit-exact, whole tensor);
-        returns the times and that common output."""
+        """Median wall time (ms) of every candidate on ``x`` over ``rounds`` interleaved rounds
+        (one when the first shows a clear winner), after one untimed run each whose outputs
+        must all be equal (bit-exact, whole tensor); returns the times and that common output."""
         import torch
 
         ref = None
@@ -185,11 +186,14 @@ class LayerPaths:
             elif not torch.equal(out, ref):  # an engine bug, never a user error
                 raise RuntimeError(f"layer {self.name}: path {k} differs from path {ref_k}")
         times: dict[str, list[float]] = {k: [] for k in self.cands}
-        for _ in range(rounds):
+        for i in range(rounds):
             for k, m in self.cands.items():
                 t = time.perf_counter()
                 self.run_one(m, x)
                 times[k].append(time.perf_counter() - t)
+            first = [v[0] for v in times.values()]
+            if i == 0 and max(first) >= CLEAR_WIN * min(first):
+                break  # a clear winner after one round: the choice costs less on every new shape
         return {k: round(1e3 * sorted(v)[len(v) // 2], 4) for k, v in times.items()}, ref
 
     def current(self) -> tuple[str, str, dict[str, float]] | None:
