@@ -8,6 +8,7 @@ import sys
 import time
 
 from flows.cliargs import in_dir, int_range, out_dir
+from flows.export.devices import DEVICES
 from hwsim.errors import AxlabError
 
 
@@ -35,6 +36,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verify", action="store_true",
                    help="run the cocotb/Verilator test bench: RTL logits must equal the simulator's bit for bit")
     p.add_argument("--no-synth", action="store_true", help="skip the yosys synthesis run (scripts still written)")
+    p.add_argument("--target", choices=list(DEVICES), default=None,
+                   help="FPGA to synthesize (yosys with ABC) and place and route (nextpnr) for; writes DIR/pnr/ "
+                        "(utilisation, Fmax, latency per image): " + "; ".join(f"{d.name} = {d.part}"
+                                                                                 for d in DEVICES.values()))
+    p.add_argument("--dsp", choices=["auto", "never"], default="never",
+                   help="auto: layers whose multiplier is exact use a behavioural multiply that synthesis maps to "
+                        "the device's DSP blocks (the requantiser may use them too); approximate ones stay in LUT "
+                        "logic. never (default): no DSP blocks")
+    p.add_argument("--seed", type=int_range(0, 2**31 - 1), default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--freq", type=float, default=None,
+                   help="clock constraint for nextpnr in MHz (default: the target's; the achieved Fmax is reported)")
+    p.add_argument("--sweep-lanes", default=None, metavar="L1,L2,...",
+                   help="with --target: export, place and route once per lanes value into DIR/lanes_L/ and write "
+                        "DIR/sweep.md and DIR/sweep.png (latency against LUTs, Pareto points)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=_export)
 
@@ -52,12 +67,24 @@ def _export(args: argparse.Namespace) -> int:
         raise AxlabError(f"export: --{', --'.join(missing)} required to export (or: axlab export verify DIR)")
     if args.images is None:
         args.images = DEFAULT_IMAGES
+    if args.freq is not None and not 0.1 <= args.freq <= 1000:
+        raise AxlabError(f"--freq must be in [0.1, 1000] MHz, got {args.freq}")
+    if args.target is None and (args.freq is not None or args.sweep_lanes is not None):
+        raise AxlabError(f"export: --{'freq' if args.freq is not None else 'sweep-lanes'} needs --target")
+    if args.sweep_lanes is not None:
+        from flows.export.sweep import run_sweep
+
+        return run_sweep(args)
     t0 = time.perf_counter()
     m = export(args.model, args.design, args.out, images=args.images, lanes=args.lanes,
-               synth=not args.no_synth, progress=not args.json)
+               synth=not args.no_synth, progress=not args.json, target=args.target, dsp=args.dsp,
+               seed=args.seed, freq=args.freq)
     summary: dict = {"out": args.out, "seconds_export": round(time.perf_counter() - t0, 1),
                      "accuracy": m["accuracy"]["accuracy"],
                      "layers": [(l["layer"], l["multiplier"], l["lanes"]) for l in m["layers"]]}
+    summary["cycles_per_image"] = m["cycles_per_image"]
+    if m["pnr"]:
+        summary["pnr"] = {k: m["pnr"].get(k) for k in ("target", "resources", "fmax", "latency_us", "images_per_s")}
     if m["synthesis"]:
         summary["synthesis"] = {"generic_cells": m["synthesis"]["generic"].get("cells"),
                                 "ice40_SB_LUT4": m["synthesis"]["ice40"].get("SB_LUT4")}
@@ -72,6 +99,13 @@ def _export(args: argparse.Namespace) -> int:
         if rc:
             summary["verify"]["first_mismatch"] = r["first_mismatch"]
             print(f"axlab: {mismatch_message(args.out, r)}", file=sys.stderr)
+        # the cycles the latency is computed from: the plan's count must be the co-simulation's
+        counted = sorted({int(row["cycles"]) for row in r["rows"]})
+        summary["verify"]["cycles_per_image"] = counted
+        if counted != [m["cycles_per_image"]]:
+            rc = 1
+            print(f"axlab: export {args.out}: the co-simulation counted {counted} clocks per image, the plan "
+                  f"{m['cycles_per_image']} (manifest.json cycles_per_image)", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
         return rc
@@ -83,6 +117,12 @@ def _export(args: argparse.Namespace) -> int:
     if "synthesis" in summary:
         print(f"  yosys: {summary['synthesis']['generic_cells']} generic cells, "
               f"{summary['synthesis']['ice40_SB_LUT4']} iCE40 LUT4s (see {args.out}/synth/resources.md)")
+    if "pnr" in summary:
+        q = m["pnr"]
+        r_ = q["resources"]
+        print(f"  {q['target']}: {r_['luts']} LUTs, {r_['ffs']} FFs, {r_['bram']} block RAM, {r_['dsp']} DSP, "
+              f"{r_['io']} I/O; Fmax {q['fmax'].get('clk', {}).get('achieved_mhz')} MHz; "
+              f"{m['cycles_per_image']:,} clocks = {q.get('latency_us')} us per image (see {args.out}/pnr/)")
     if "verify" in summary:
         v = summary["verify"]
         state = "" if rc == 0 else f"; MISMATCH on images {v['mismatched_images']}"
@@ -99,7 +139,7 @@ def _verify_dir(args: argparse.Namespace) -> int:
 
     if args.dir is None:
         raise AxlabError("export verify: the export folder is missing (axlab export verify DIR)")
-    given = [o for o in ("out", "lanes", "no_synth", "verify")
+    given = [o for o in ("out", "lanes", "no_synth", "verify", "target", "freq", "sweep_lanes")
              if getattr(args, o) not in (None, False, 8)]
     if given:
         raise AxlabError(f"export verify: --{given[0].replace('_', '-')} applies to exporting, not to verify DIR")

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from flows.export.cycles import cycles_per_image
 from flows.export.folder import (DEFAULT_IMAGES, DEFAULT_LANES, FORMAT, RTL_DIR, RTL_FILES, TB_MODULE, TB_SOURCE,
                                  TOP, replace_dir, save_npy, sha256_file, write_file)
 from flows.export.memh import params_memh, weights_memh
@@ -34,10 +35,15 @@ def _accuracy(bundle: Any, luts: list[Any]) -> dict[str, Any]:
 
 
 def export(model: str | Path, design: str | Path, out: str | Path, images: int = DEFAULT_IMAGES,
-           lanes: int = DEFAULT_LANES, synth: bool = True, progress: bool = False) -> dict[str, Any]:
+           lanes: int = DEFAULT_LANES, synth: bool = True, progress: bool = False, target: str | None = None,
+           dsp: str = "never", seed: int = 1, freq: float | None = None) -> dict[str, Any]:
     """Write the export folder ``out``; return the manifest. ``images``: test images stored for
     the test bench (the first ``images`` of the model's test split); ``lanes``: multipliers per
-    conv/dense layer (output channels computed in parallel); ``synth``: run yosys."""
+    conv/dense layer (output channels computed in parallel); ``synth``: run yosys. ``target``:
+    an FPGA of :mod:`.devices` to synthesize (ABC) and place and route for (``pnr/``, see
+    :mod:`.pnr`; nextpnr ``seed``, clock constraint ``freq`` in MHz, default the device's);
+    ``dsp``: ``auto`` puts exact layers on behavioural multipliers that synthesis maps to DSP
+    blocks (and lets the requantiser use them), ``never`` keeps every multiplier in LUT logic."""
     from nn.bundle import load_model
     from nn.data import load_dataset
     from nn.design import load_design_dict, read_design
@@ -56,6 +62,15 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
         raise AxlabError(f"--lanes must be >= 1, got {lanes}")
     if images < 1:
         raise AxlabError(f"--images must be >= 1, got {images}")
+    if dsp not in ("auto", "never"):
+        raise AxlabError(f"--dsp must be auto or never, got {dsp!r}")
+    device = None
+    if target is not None:
+        from flows.export.devices import get_device
+
+        device = get_device(target)
+    if freq is not None and not 0.1 <= float(freq) <= 1000:
+        raise AxlabError(f"--freq must be in [0.1, 1000] MHz, got {freq}")
     out = Path(out)
     model_path = Path(model)
     bundle = load_model(model_path)
@@ -63,6 +78,8 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
     luts = read_design(d, bundle)
     layers = bundle.layers()
     muls = layer_netlists(d, luts, layers)
+    for m, lut in zip(muls, luts):  # exact 8x8 layers may go to DSP blocks (a behavioural multiply)
+        m["dsp"] = dsp == "auto" and lut.bits_a == lut.bits_b == 8 and m["bits_o"] >= 16 and lut.is_exact()
     # parent writable? (checked before any work that takes time)
     parent = out.resolve().parent
     if out.exists() and not out.is_dir():
@@ -131,7 +148,7 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
                 "netlist": {"source_path": m["netlist_path"], "sha256": m["netlist_sha256"], "copy": m["copy"],
                             "module": m["module"], "rtl": m["rtl"], "rtl_module": m["rtl_module"],
                             "provenance": m["provenance"]},
-                "lanes": p["P"], "macs_per_image": int(macs),
+                "lanes": p["P"], "macs_per_image": int(macs), "dsp": bool(m["dsp"]),
                 "clocks_per_image": int(-(-p["CO"] // p["P"]) * p["HO"] * p["WO"]
                                         * (p["C"] * p["KH"] * p["KW"] + p["P"])),
                 "weights": f"mem/{tag}_w.memh", "params": f"mem/{tag}_q.memh", "bias": f"mem/{tag}_bias.memh",
@@ -168,6 +185,13 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
             synth_summary["resources_md"] = "synth/resources.md"
             write_file(tmp / "synth" / "resources.md", resources_md(synth_summary, layer_info))
             write_file(tmp / "synth" / "resources.json", json.dumps(synth_summary, indent=2, sort_keys=True) + "\n")
+        cycles = cycles_per_image(steps)
+        pnr_summary = None
+        if device is not None:
+            from flows.export.pnr import place_and_route
+
+            pnr_summary = place_and_route(tmp, rtl_sources, aw, device, dsp == "auto", seed, freq, cycles,
+                                          int(np.prod(bundle.input_shape)), int(bundle.num_classes), say)
 
         areas = [li["est_area_um2"] for li in layer_info]
         powers = [li["est_power_mw"] for li in layer_info]
@@ -190,6 +214,9 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
             "testbench": {"module": f"tb/{TB_MODULE}.py", "images": int(len(x)),
                           "reference": "nn.engine.IntegerEngine backend torch (gather-torch)"},
             "synthesis": synth_summary,
+            "cycles_per_image": int(cycles),
+            "dsp": dsp,
+            "pnr": pnr_summary,
             "files": files,
         }
         write_file(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -68,9 +68,12 @@ def top_verilog(steps: list[Step], ram_words: int, aw: int, muls: list[dict[str,
                   f"      .w_addr(s{i}_w_addr), .w_data(s{i}_w_data), .q_addr(s{i}_q_addr), .q_data(s{i}_q_data),",
                   f"      .epi_acc(s{i}_epi_acc), .epi_scale(s{i}_epi_scale), .epi_q(rq_q),",
                   f"      .mul_a(s{i}_mul_a), .mul_b(s{i}_mul_b), .mul_o(s{i}_mul_o));",
-                  f"  // {P} lanes of {m['multiplier']} (netlist sha256 {m['netlist_sha256'][:16]}...)"]
+                  f"  // {P} lanes of {m['multiplier']} (netlist sha256 {m['netlist_sha256'][:16]}...)"
+                  + (", exact: behavioural multiply for DSP blocks" if m.get("dsp") else "")]
             for lane in range(P):
-                v.append(f"  {m['rtl_module']} u_{tag}_mul{lane} (.A(s{i}_mul_a), .B(s{i}_mul_b[{8 * lane} +: 8]), "
+                # an exact layer mapped to DSP blocks (--dsp auto) instantiates the behavioural multiplier
+                inst = f"axlab_mul_exact #(.OW({ow}))" if m.get("dsp") else m["rtl_module"]
+                v.append(f"  {inst} u_{tag}_mul{lane} (.A(s{i}_mul_a), .B(s{i}_mul_b[{8 * lane} +: 8]), "
                          f".O(s{i}_mul_o[{ow * lane} +: {ow}]));")
         elif s.kind == "pool":
             v.append(f"  axlab_pool_engine #({_vparams(p)}, .AW(AW)) u_{ident(s.node)} ({io});")
