@@ -97,21 +97,11 @@ def _objectives(v: Any, where: str, key: str) -> None:
 
 
 def _networks(v: Any, where: str, key: str) -> None:
-    """Thesis networks: ``minnet`` or ``{model: minnet, epochs: N}`` items, at least one."""
-    archs = ("minnet", "resnet8", "resnet24")
-    if not v:
-        raise AxlabError(f"{where}: {key}: at least one network is needed")
-    for i, item in enumerate(v):
-        at = f"{key}[{i}]"
-        d = {"model": item} if isinstance(item, str) else item
-        if not isinstance(d, dict) or d.get("model") not in archs:
-            raise AxlabError(f"{where}: {at}: needs model: {', '.join(archs)}, got {item!r}")
-        extra = sorted(set(d) - {"model", "epochs"}, key=str)
-        if extra:
-            raise AxlabError(f"{where}: {at}: unknown key {extra[0]!r} (allowed: model, epochs)")
-        ep = d.get("epochs", 1)
-        if isinstance(ep, bool) or not isinstance(ep, int) or ep < 1:
-            raise AxlabError(f"{where}: {at}.epochs: must be an integer >= 1, got {ep!r}")
+    """Thesis networks: ``minnet``, ``{model: minnet, epochs: N}`` or ``{name: N, path: MODEL, ...}``
+    items, at least one (:mod:`flows.thesis_networks`)."""
+    from flows.thesis_networks import check_networks
+
+    check_networks(v, where, key)
 
 
 def _attack_params_by_name(v: Any, where: str, key: str) -> None:

@@ -50,7 +50,9 @@ def _fmt(v: Any) -> str:
 def _blocks(run: Path, title: str) -> list[Block]:
     b: list[Block] = [("h1", title)]
     if (run / "thesis.json").exists():
-        return b + _stage_times(run) + _thesis_blocks(run)
+        from flows.report_thesis import thesis_blocks
+
+        return b + _stage_times(run) + thesis_blocks(run)
     b += _stage_times(run)
     return b + _pipeline_blocks(run)
 
@@ -158,102 +160,6 @@ def _export_blocks(run: Path) -> list[Block]:
         sim = [line.strip() for line in log.read_text().splitlines() if "co-simulation" in line]
         if sim:
             b.append(("p", sim[0]))
-    return b
-
-
-def _reference(run: Path, cfg: dict[str, Any]) -> dict[str, list[list[str]]]:
-    """Thesis figures per table from the flow's ``reference`` CSV (table,row,column,value)."""
-    path = cfg.get("reference")
-    if not path or not Path(path).exists():
-        return {}
-    out: dict[str, list[list[str]]] = {}
-    with open(path, newline="") as fh:
-        for r in csv.DictReader(fh):
-            out.setdefault(r["table"], []).append([r["row"], r["column"], r["value"]])
-    return out
-
-
-def _with_reference(b: list[Block], ref: dict[str, list[list[str]]], table: str) -> None:
-    if table in ref:
-        b.append(("p", f"The thesis' own figures ({table}):"))
-        b.append(("table", [["row", "column", "thesis"]] + ref[table]))
-
-
-def _thesis_blocks(run: Path) -> list[Block]:
-    cfg = json.loads((run / "thesis.json").read_text())
-    nets, ref = cfg["networks"], _reference(run, cfg)
-    b: list[Block] = []
-    if not ref:
-        b.append(("p", "The thesis' own figures are not shipped with axlab; give them as a CSV "
-                       "(table,row,column,value) with `reference:` in the flow file to see them beside each table."))
-    ev = run / "eval"
-    if ev.is_dir():
-        luts = {r["name"]: r for r in json.loads((run / "luts.json").read_text())} if (run / "luts.json").exists() else {}
-        labels = ["fp", "q"] + [f"ax_{Path(m).stem}" for m in cfg["multipliers"]]
-        head = ["implementation", "MAE %", "power mW", "area um2"] + [f"{n} accuracy %" for n in nets]
-        rows = []
-        for label in labels:
-            name = label[3:] if label.startswith("ax_") else ""
-            lut = luts.get(name, {})
-            row = [{"fp": "FpNN", "q": "QNN"}.get(label, f"AxNN {name}"), _fmt(lut.get("mae_pct")),
-                   _fmt(lut.get("power_mw")), _fmt(lut.get("area_um2"))]
-            for n in nets:
-                f = ev / f"{n}__{label}.json"
-                row.append(f"{100 * json.loads(f.read_text())['accuracy']:.2f}" if f.exists() else "-")
-            rows.append(row)
-        b += [("h2", "Table 4.3: accuracy and cost of FpNN, QNN and AxNNs"),
-              ("p", "Test accuracy with the multiplier in every conv/dense layer; power and area of one "
-                    "multiplier (published PDK45 figures, or axlab's estimate where the netlist has none)."),
-              ("table", [head] + rows)]
-        _with_reference(b, ref, "4.3")
-
-    att = run / "attacks"
-    if att.is_dir():
-        b.append(("h2", "Table 4.4: attack success rate per implementation"))
-        b.append(("p", "Success rate (%) over the images every implementation of the run classifies correctly "
-                       "(thesis Eq. 4.5); white-box attacks on QNN/AxNN use the straight-through (BPDA) surrogate."))
-        for n in nets:
-            labels = ["fp", "q"] + [f"ax_{Path(m).stem}" for m in cfg["ax"]]
-            rows = []
-            for a in cfg["attacks"]:
-                row = [a]
-                for label in labels:
-                    f = att / f"{n}__{label}__{a}.summary.json"
-                    if f.exists():
-                        d = json.loads(f.read_text())
-                        row.append(f"{100 * d['success_rate']:.1f} (n={d['n']})")
-                    else:
-                        row.append("-")
-                rows.append(row)
-            b += [("h3", n), ("table", [["attack"] + labels] + rows)]
-        _with_reference(b, ref, "4.4")
-
-    mats = [(n, run / "transfer" / n / "transfer_matrix.csv") for n in nets]
-    mats = [(n, tm) for n, tm in mats if tm.exists()]
-    if mats:
-        b += [("h2", "Table 4.5: transferability FpNN -> QNN/AxNN"),
-              ("p", "Share of the FpNN's successful adversarial examples (row: attack run) that also "
-                    "fool the column's implementation.")]
-        for n, tm in mats:
-            b += [("h3", n), ("table", _table_from_csv(tm)), ("img", f"transfer/{n}/transfer.png")]
-    _with_reference(b, ref, "4.5")
-
-    cm = run / "cross" / "transfer_matrix.csv"
-    if cm.exists():
-        b += [("h2", f"Table 4.7: transfer from AxNNs across networks ({cfg['cross_attack']})"),
-              ("p", "Rows: AxNN the examples were crafted on; columns: AxNN they are fed to."),
-              ("table", _table_from_csv(cm)), ("img", "cross/transfer.png")]
-        _with_reference(b, ref, "4.7")
-
-    det = sorted((run / "detect").glob("*/detection.csv")) if (run / "detect").is_dir() else []
-    skipped = sorted((run / "detect").glob("*.skipped")) if (run / "detect").is_dir() else []
-    if det or skipped:
-        b.append(("h2", "Figures 4.23/4.24: KL-divergence detection"))
-        for f in det:
-            b += [("h3", f.parent.name.replace("__", ", ")), ("table", _table_from_csv(f)),
-                  ("img", f"detect/{f.parent.name}/boxplot.png")]
-        for f in skipped:
-            b.append(("p", f"{f.stem.replace('__', ', ')}: not run ({f.read_text().strip()})"))
     return b
 
 

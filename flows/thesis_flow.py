@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.flow import StagedRunner, any_success, skip_note
+from flows.thesis_networks import slug
 from hwsim.errors import AxlabError
 from hwsim.fileio import atomic_write
 
@@ -39,47 +40,90 @@ THESIS_SCHEMA: dict[str, Any] = {
     "networks": (list, [{"model": "minnet", "epochs": 12}, {"model": "resnet8", "epochs": 10},
                         {"model": "resnet24", "epochs": 10}]),
     "train": {"qat": (bool, True)},
+    "dse": (dict, None),                 # off unless given (DSE_SCHEMA)
     "eval": {"images": (int, 0)},
     "attacks": {"n": (int, 20), "list": (list, ["fgsm", "bim", "pgd", "cw", "deepfool", "onepixel", "square",
                                                   "pixle", "npixels", "ipixels"]),
                 "ax": (list, ["mul8s_1KVA", "mul8s_1L2J", "mul8s_1L12"]), "params": (dict, {}),
-                "batch": (int, 10)},
+                "batch": (int, 10), "study": (bool, False)},
+    "pixels": (dict, None),              # off unless given (PIXELS_SCHEMA)
     "transfer": {"attacks": (list, None)},
-    "cross": {"attack": (str, "pgd")},
+    "cross": {"attack": (str, "pgd"), "to": (str, "ax")},
     "detect": {"attacks": (list, ["pgd"]), "n_clean": (int, 100)},
     "reference": (str, None),
-    "report": {"title": (str, None)},
+    "report": {"title": (str, None), "notes": (dict, {})},
 }
+# ``dse:`` per network: NSGA-II over per-layer multipliers; AxNN v1 = the lowest-power Pareto
+# design within ``max_acc_loss`` points of the QNN (validation images), as in the study
+DSE_SCHEMA: dict[str, Any] = {
+    "objectives": (list, ["power", "accuracy"]), "max_acc_loss": ((int, float), 2.0), "pop_size": (int, 16),
+    "generations": (int, 6), "val_images": (int, 300), "probe_images": (int, 0), "workers": (int, 1),
+    "attack": (str, "square"), "attack_params": (dict, {"n_queries": 100, "eps": 8 / 255}),
+}
+# ``pixels:`` Tables 3.4/3.7: labelled attack runs against one implementation of one network
+PIXELS_SCHEMA: dict[str, Any] = {"network": (str, None), "impl": (str, "fp"), "n": (int, 20), "runs": (list, [])}
 
 
-def _network(item: Any, where: str) -> dict[str, Any]:
-    if isinstance(item, str):
-        item = {"model": item}
-    if not isinstance(item, dict) or item.get("model") not in ("minnet", "resnet8", "resnet24"):
-        raise AxlabError(f"{where}: networks: each item needs model: minnet, resnet8 or resnet24, got {item!r}")
-    return {"model": item["model"], "epochs": int(item.get("epochs", 10))}
+def _check_pixels(cfg: dict[str, Any], where: str, names: list[str]) -> None:
+    from flows.flow_rules import _attack_list
+
+    if cfg["network"] not in names:
+        raise AxlabError(f"{where}: pixels.network: must be one of the flow's networks ({', '.join(names)}), "
+                         f"got {cfg['network']!r}")
+    if cfg["impl"] not in ("fp", "q"):
+        raise AxlabError(f"{where}: pixels.impl: must be fp or q, got {cfg['impl']!r}")
+    if cfg["n"] < 1:
+        raise AxlabError(f"{where}: pixels.n: must be an integer >= 1, got {cfg['n']}")
+    runs = cfg["runs"]
+    if not runs or not all(isinstance(r, dict) and isinstance(r.get("label"), str) and r["label"] for r in runs):
+        raise AxlabError(f"{where}: pixels.runs: a non-empty list of {{label: NAME, attack: ATTACK, ...}}")
+    _attack_list([{k: v for k, v in r.items() if k != "label"} for r in runs], where, "pixels.runs")
+    slugs = [slug(r["label"]) for r in runs]
+    if len(set(slugs)) != len(slugs):
+        raise AxlabError(f"{where}: pixels.runs: labels must be distinct, got {[r['label'] for r in runs]}")
 
 
 class ThesisRunner(StagedRunner):
-    """Runs the thesis experiments (Tables 4.3, 4.4, 4.5, 4.7; Figures 4.23/4.24)."""
+    """Runs the thesis experiments (Tables 3.4, 3.7, 4.3-4.7; Figures 4.23/4.24)."""
 
-    STAGES = ("train", "eval", "attacks", "transfer", "cross", "detect", "report")
+    STAGES = ("train", "dse", "eval", "attacks", "pixels", "transfer", "cross", "detect", "report")
 
     def __init__(self, flow: dict[str, Any], out: Path, progress: bool = True) -> None:
+        from flows.flow import validate
+        from flows.thesis_networks import check_networks, has_float, resolve_path
+
+        where = flow["_path"]
+        self.nets = check_networks(flow["networks"], where)
+        for key, schema in (("dse", DSE_SCHEMA), ("pixels", PIXELS_SCHEMA)):
+            if flow.get(key) is not None:
+                flow[key] = validate(flow[key], where, schema, f"{key}.")
+        if flow.get("dse") is not None:
+            from flows.flow_rules import _objectives
+
+            _objectives(flow["dse"]["objectives"], where, "dse.objectives")
+        if flow.get("pixels") is not None:
+            _check_pixels(flow["pixels"], where, [n["name"] for n in self.nets])
+        if (flow.get("cross") or {}).get("to", "ax") not in ("ax", "all"):
+            raise AxlabError(f"{where}: cross.to: must be ax (AxNNs only) or all (every implementation)")
+        # zoo models resolved (and refused while still training) before the run folder is made
+        for n in self.nets:
+            n["file"] = resolve_path(n["path"]) if n["path"] else None
+            n["float"] = has_float(n["file"]) if n["file"] else True
         super().__init__(flow, out, progress)
-        self.nets = [_network(n, flow["_path"]) for n in flow["networks"]]
-        if not self.nets:
-            raise AxlabError(f"{flow['_path']}: networks: at least one network is needed")
         self.mults = self._multipliers()
         self.ax = [self._find(m) for m in flow["attacks"]["ax"]] if flow["attacks"] else []
 
     def prepare(self) -> None:
         """thesis.json: what the report needs to lay out the tables."""
         atomic_write(self.out / "thesis.json", json.dumps(
-            {"networks": [n["model"] for n in self.nets], "multipliers": self.mults,
-             "ax": self.ax, "attacks": self.flow["attacks"]["list"] if self.flow["attacks"] else [],
+            {"networks": [n["name"] for n in self.nets],
+             "nets": [{k: n[k] for k in ("name", "study", "path", "float")} for n in self.nets],
+             "multipliers": self.mults, "ax": self.ax,
+             "attacks": self.flow["attacks"]["list"] if self.flow["attacks"] else [],
              "cross_attack": (self.flow["cross"] or {}).get("attack"),
              "detect_attacks": (self.flow["detect"] or {}).get("attacks", []),
+             "dse": self.flow.get("dse"), "pixels": self.flow.get("pixels"),
+             "notes": (self.flow["report"] or {}).get("notes", {}),
              "reference": self.flow["reference"]}, indent=1))
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -101,29 +145,77 @@ class ThesisRunner(StagedRunner):
         raise AxlabError(f"{self.flow['_path']}: attacks.ax: {name} is not one of the flow's multipliers "
                          f"({', '.join(Path(m).stem for m in self.mults)})")
 
-    def model(self, net: str) -> str:
-        return str(self.out / "models" / f"{net}.axm")
+    def net(self, name: str) -> dict[str, Any]:
+        return next(n for n in self.nets if n["name"] == name)
 
-    @staticmethod
-    def impls(mults: list[str]) -> list[tuple[str, list[str]]]:
-        """(label, axlab implementation args) of the FpNN, the QNN and the AxNNs of ``mults``."""
-        return [("fp", ["--impl", "fp"]), ("q", ["--impl", "q"])] + \
-            [(f"ax_{Path(m).stem}", ["--impl", "ax", "--multiplier", m]) for m in mults]
+    def model(self, net: str) -> str:
+        n = self.net(net)
+        return n["file"] or str(self.out / "models" / f"{net}.axm")
+
+    def dataset(self, net: str) -> str:
+        return self.net(net)["dataset"] or self.flow["dataset"]
+
+    def v1(self, net: str) -> Path:
+        """design.json of the network's AxNN v1 (written by the dse stage)."""
+        return self.out / "dse" / net / "v1.json"
+
+    def impls(self, net: str, mults: list[str]) -> list[tuple[str, list[str]]]:
+        """(label, axlab implementation args) of the network's FpNN (when it has one), QNN, AxNN v1
+        (when the DSE chose one) and the AxNNs with one of ``mults`` in every layer."""
+        out = [("fp", ["--impl", "fp"])] if self.net(net)["float"] else []
+        out.append(("q", ["--impl", "q"]))
+        if self.v1(net).exists():
+            out.append(("ax_v1", ["--impl", "ax", "--design", str(self.v1(net))]))
+        return out + [(f"ax_{Path(m).stem}", ["--impl", "ax", "--multiplier", m]) for m in mults]
 
     def spec(self, net: str, label: str) -> str:
         """attacks.implspec SPEC of one implementation."""
-        impl = "fp" if label == "fp" else "q" if label == "q" else "ax:" + self._find(label[3:])
+        impl = "fp" if label == "fp" else "q" if label == "q" else \
+            f"ax:{self.v1(net)}" if label == "ax_v1" else "ax:" + self._find(label[3:])
         return f"{self.model(net)}:{impl}@{self.flow['backend']}"
+
+    def study(self, net: str) -> list[str]:
+        """``--study`` args: every implementation of the network under study (thesis Eq. 4.5)."""
+        if not (self.flow["attacks"] or {}).get("study"):
+            return []
+        return ["--study", *[self.spec(net, label) for label, _ in self.impls(net, self.ax)]]
 
     # -- stages ---------------------------------------------------------------------------------
     def stage_train(self, cfg: dict[str, Any]) -> None:
         (self.out / "models").mkdir(exist_ok=True)
         for n in self.nets:
-            if Path(self.model(n["model"])).exists():
+            if n["file"] or Path(self.model(n["name"])).exists():
                 continue
-            self.axlab("train", "--model", n["model"], "--dataset", self.flow["dataset"], "--epochs",
-                       str(n["epochs"]), "--seed", str(self.flow["seed"]), "--out", self.model(n["model"]),
+            self.axlab("train", "--model", n["model"], "--dataset", self.dataset(n["name"]), "--epochs",
+                       str(n["epochs"]), "--seed", str(self.flow["seed"]), "--out", self.model(n["name"]),
                        *(["--qat"] if cfg["qat"] else []))
+
+    def stage_dse(self, cfg: dict[str, Any]) -> None:
+        """Per network: NSGA-II over the flow's multipliers, then AxNN v1 (lowest power within
+        ``max_acc_loss`` points of the QNN; the most accurate design when none is)."""
+        from flows.dse import run_dse
+
+        for n in self.nets:
+            net, d = n["name"], self.out / "dse" / n["name"]
+            if self.v1(net).exists():
+                continue
+            dse_cfg = {**{k: v for k, v in cfg.items() if k != "workers"}, "workers": cfg["workers"],
+                       "model": self.model(net), "dataset": self.dataset(net), "seed": self.flow["seed"],
+                       "multipliers": self.mults, "backend": self.flow["backend"], "executor": "local"}
+            with open(self.out / "commands.sh", "a") as fh:
+                fh.write(f"# axlab dse --model {self.model(net)} --dataset {self.dataset(net)} "
+                         f"(settings: the flow's dse section) --out {d}\n")
+            print(f"[flow] dse {net}", flush=True)
+            run_dse(dse_cfg, d, progress=self.progress)
+            pareto = json.loads((d / "pareto.json").read_text())["pareto"]
+            ok = [p for p in pareto if p["acc_loss"] <= cfg["max_acc_loss"]]
+            best = min(ok, key=lambda p: (p["power_mw"], p["acc_loss"])) if ok else \
+                min(pareto, key=lambda p: (p["acc_loss"], p["power_mw"]))
+            atomic_write(d / "v1.choice.json", json.dumps(
+                {"design": best["design"], "within_budget": bool(ok), "max_acc_loss": cfg["max_acc_loss"],
+                 **{k: best.get(k) for k in ("multipliers", "power_mw", "area_um2", "accuracy", "acc_loss")}},
+                indent=1))
+            atomic_write(self.v1(net), (d / best["design"]).read_text())
 
     def stage_eval(self, cfg: dict[str, Any]) -> None:
         d = self.out / "eval"
@@ -133,72 +225,110 @@ class ThesisRunner(StagedRunner):
                    stdout=self.out / "luts.json")
         limit = ["--limit", str(cfg["images"])] if cfg["images"] else []
         for n in self.nets:
-            net = n["model"]
-            base = ["eval", "--model", self.model(net), "--dataset", self.flow["dataset"], "--backend",
+            net = n["name"]
+            base = ["eval", "--model", self.model(net), "--dataset", self.dataset(net), "--backend",
                     self.flow["backend"], "--json", *limit]
-            for label, args in self.impls(self.mults):
+            for label, args in self.impls(net, self.mults):
                 path = d / f"{net}__{label}.json"
                 if not path.exists():
                     self.axlab(*base, *args, stdout=path)
 
+    def _attack(self, net: str, label: str, impl_args: list[str], attack: str, n: int, params: list[str],
+                stem: Path) -> None:
+        """One ``axlab attack`` run into ``stem``.jsonl (skipped when its summary exists; a note
+        when the attack needs a float network the implementation lacks)."""
+        from flows.thesis_networks import NEEDS_FLOAT
+
+        if Path(f"{stem}.summary.json").exists() or Path(f"{stem}.skipped").exists():
+            return
+        if attack in NEEDS_FLOAT and not self.net(net)["float"]:
+            skip_note(Path(f"{stem}.skipped"), f"{attack} needs a float network; {net} is an int8 TFLite "
+                                               "model without one")
+            return
+        args = ["attack", "--model", self.model(net), *impl_args, "--attack", attack, "--dataset",
+                self.dataset(net), "--n", str(n), "--seed", str(self.flow["seed"]), "--backend",
+                self.flow["backend"], "--batch", str((self.flow["attacks"] or {}).get("batch", 10)),
+                "--out", f"{stem}.jsonl", "--json", "--no-progress", *self.study(net)]
+        if params:
+            args += ["--param", *params]
+        self.axlab(*args, stdout=Path(f"{stem}.summary.json"))
+
+    def _params(self, net: str, attack: str, cfg: dict[str, Any]) -> list[str]:
+        merged = {**cfg["params"], **self.net(net)["params"]}
+        return [f"{k.split('.', 1)[1]}={v}" for k, v in merged.items() if k.split(".")[0] == attack]
+
     def stage_attacks(self, cfg: dict[str, Any]) -> None:
         d = self.out / "attacks"
         d.mkdir(exist_ok=True)
-        params = [f"{k}={v}" for k, v in cfg["params"].items()]
         for n in self.nets:
-            net = n["model"]
-            for label, impl_args in self.impls(self.ax):
+            net = n["name"]
+            for label, impl_args in self.impls(net, self.ax):
                 for attack in cfg["list"]:
-                    stem = d / f"{net}__{label}__{attack}"
-                    if Path(f"{stem}.summary.json").exists():
-                        continue
-                    own = [p for p in params if p.split("=")[0].startswith(f"{attack}.")]
-                    args = ["attack", "--model", self.model(net), *impl_args, "--attack", attack, "--dataset",
-                            self.flow["dataset"], "--n", str(cfg["n"]), "--seed", str(self.flow["seed"]),
-                            "--backend", self.flow["backend"], "--batch", str(cfg["batch"]), "--out", f"{stem}.jsonl",
-                            "--json", "--no-progress"]
-                    if own:
-                        args += ["--param", *[p.split(".", 1)[1] for p in own]]
-                    self.axlab(*args, stdout=Path(f"{stem}.summary.json"))
+                    self._attack(net, label, impl_args, attack, cfg["n"], self._params(net, attack, cfg),
+                                 d / f"{net}__{label}__{attack}")
+
+    def stage_pixels(self, cfg: dict[str, Any]) -> None:
+        """Tables 3.4/3.7: each labelled run against ``pixels.impl`` of ``pixels.network``."""
+        d = self.out / "pixels"
+        d.mkdir(exist_ok=True)
+        net = cfg["network"]
+        for run in cfg["runs"]:
+            item = {k: v for k, v in run.items() if k != "label"}
+            attack, n = item.pop("attack"), item.pop("n", cfg["n"])
+            self._attack(net, cfg["impl"], ["--impl", cfg["impl"]], attack, n,
+                         [f"{k}={v}" for k, v in item.items()], d / slug(run["label"]))
 
     def stage_transfer(self, cfg: dict[str, Any]) -> None:
         for n in self.nets:
-            net = n["model"]
+            net = n["name"]
             wanted = cfg["attacks"] or (self.flow["attacks"] or {}).get("list", [])
-            runs = [str(p) for a in wanted if (p := self.out / "attacks" / f"{net}__fp__{a}.jsonl").exists()]
+            found = [(a, p) for a in wanted if (p := self.out / "attacks" / f"{net}__fp__{a}.jsonl").exists()]
+            runs = [(a, p) for a, p in found if any_success(p)]
             if not runs:
                 continue
-            targets = [self.spec(net, label) for label, _ in self.impls(self.ax) if label != "fp"]
-            self.axlab("transfer", *runs, "--to", *targets, "--out", str(self.out / "transfer" / net),
-                       "--no-progress")
+            labels = [label for label, _ in self.impls(net, self.ax) if label != "fp"]
+            out = self.out / "transfer" / net
+            self.axlab("transfer", *[str(p) for _, p in runs], "--to", *[self.spec(net, lb) for lb in labels],
+                       "--out", str(out), "--no-progress")
+            # which attack / implementation each row / column of transfer_matrix.csv is
+            atomic_write(out / "layout.json", json.dumps({"sources": [a for a, _ in runs], "targets": labels}))
 
     def stage_cross(self, cfg: dict[str, Any]) -> None:
+        """Tables 4.6/4.7: examples crafted on each network's AxNNs fed to the AxNNs (``to: ax``)
+        or to every implementation (``to: all``) of every network."""
         runs, targets = [], []
         for n in self.nets:
-            for label, _ in self.impls(self.ax):
+            for label, _ in self.impls(n["name"], self.ax):
                 if label.startswith("ax_"):
-                    run = self.out / "attacks" / f"{n['model']}__{label}__{cfg['attack']}.jsonl"
-                    if run.exists():
-                        runs.append(str(run))
-                    targets.append(self.spec(n["model"], label))
+                    run = self.out / "attacks" / f"{n['name']}__{label}__{cfg['attack']}.jsonl"
+                    if run.exists() and any_success(run):
+                        runs.append((n["name"], label, str(run)))
+                if label.startswith("ax_") or cfg["to"] == "all":
+                    targets.append((n["name"], label))
         if runs and targets:
-            self.axlab("transfer", *runs, "--to", *targets, "--out", str(self.out / "cross"), "--no-progress")
+            self.axlab("transfer", *[r for _, _, r in runs], "--to", *[self.spec(*t) for t in targets],
+                       "--out", str(self.out / "cross"), "--no-progress")
+            atomic_write(self.out / "cross" / "layout.json", json.dumps(
+                {"sources": [[n, lb] for n, lb, _ in runs], "targets": [list(t) for t in targets]}))
 
     def stage_detect(self, cfg: dict[str, Any]) -> None:
         for n in self.nets:
-            net = n["model"]
+            net = n["name"]
+            src = "fp" if n["float"] else "q"       # a TFLite network: its QNN's examples
             for attack in cfg["attacks"]:
-                adv = self.out / "attacks" / f"{net}__fp__{attack}.jsonl"
+                adv = self.out / "attacks" / f"{net}__{src}__{attack}.jsonl"
                 if not adv.exists() or Path(self.out / "detect" / f"{net}__{attack}" / "detection.csv").exists():
                     continue
                 if not any_success(adv):
                     skip_note(self.out / "detect" / f"{net}__{attack}.skipped",
-                              f"no successful {attack} adversarial example on the FpNN")
+                              f"no successful {attack} adversarial example on the {src.upper()}NN")
                     continue
-                ax = [self.spec(net, f"ax_{Path(self.ax[0]).stem}")] if self.ax else []
-                self.axlab("detect", "--model", self.model(net), "--impl", "fp", "q", "--backend",
+                axs = [lb for lb, _ in self.impls(net, self.ax) if lb.startswith("ax_")]
+                ax = [self.spec(net, axs[0])] if axs else []
+                impls = ["fp", "q"] if n["float"] else ["q"]
+                self.axlab("detect", "--model", self.model(net), "--impl", *impls, "--backend",
                            self.flow["backend"], *(["--spec", *ax] if ax else []), "--clean",
-                           self.flow["dataset"], "--n-clean", str(cfg["n_clean"]), "--adv", str(adv),
+                           self.dataset(net), "--n-clean", str(cfg["n_clean"]), "--adv", str(adv),
                            "--out", str(self.out / "detect" / f"{net}__{attack}"), "--seed",
                            str(self.flow["seed"]), "--no-progress")
 
