@@ -138,7 +138,7 @@ class _Importer:
             raise self.fail(f"operator {op.index} ({op.name}): weights {w.name!r} have scales that are not > 0")
         return np.broadcast_to(w.scales.astype(np.float64), (co,)).copy(), w.scales.size > 1
 
-    def bias(self, op: TflOp, idx: int, co: int, s_in: float, ws: np.ndarray) -> np.ndarray:
+    def bias(self, op: TflOp, idx: int, co: int) -> np.ndarray:
         if idx < 0:
             return np.zeros(co, np.int64)
         b = self.m.tensors[idx]
@@ -228,11 +228,10 @@ class _Importer:
 
     def op_quantize(self, op: TflOp) -> None:
         i = self.src(op.inputs[0], op)
-        tin, tout = self.m.tensors[op.inputs[0]], self.m.tensors[op.outputs[0]]
+        tin = self.m.tensors[op.inputs[0]]
         if not (i == "input" or tin.dtype == "int8"):
             raise self.fail(f"operator {op.index} (QUANTIZE) from {tin.dtype} inside the graph; only at its input")
         self.add(op, "tfl_quantize", [i], op.outputs[0], self.shape_of[i])
-        _ = tout
 
     def op_dequantize(self, op: TflOp) -> None:
         i = self.src(op.inputs[0], op)
@@ -266,7 +265,7 @@ class _Importer:
             ws, per_ch = self.weights(op, wt, 0, co)
             wq = wt.data.transpose(0, 3, 1, 2)  # (Co, Ci, kh, kw)
         ho, wo, pad4 = self.window(op, h, w, kh, kw)
-        bq = self.bias(op, op.inputs[2] if len(op.inputs) > 2 else -1, co, s_in, ws)
+        bq = self.bias(op, op.inputs[2] if len(op.inputs) > 2 else -1, co)
         attrs: dict[str, Any] = {"kernel": [kh, kw], "stride": list(o["stride"]), "pad4": pad4, "act": self.act(op)}
         if depthwise:
             attrs["multiplier"] = int(co // c)
@@ -291,7 +290,7 @@ class _Importer:
                             "per image")
         ws, per_ch = self.weights(op, wt, 0, co)
         s_in = self.qp.act[i][0]
-        bq = self.bias(op, op.inputs[2] if len(op.inputs) > 2 else -1, co, s_in, ws)
+        bq = self.bias(op, op.inputs[2] if len(op.inputs) > 2 else -1, co)
         name = self.add(op, "tfl_fc", [i], op.outputs[0], (co,), act=self.act(op), per_channel=bool(per_ch))
         self.layer(name, wt.data.astype(np.int32), ws, bq, s_in)
 
@@ -388,17 +387,6 @@ def import_tflite_bytes(data: bytes, where: str) -> ModelBundle:
 
 def import_tflite(path: str | Path) -> ModelBundle:
     """Read and convert ``path`` (see the module docstring)."""
-    from nn.tflite_read import read_tflite  # noqa: F401  (read_tflite checks size first)
+    from nn.tflite_read import read_bytes
 
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        from nn.tflite_read import MAX_FILE_BYTES
-
-        if size > MAX_FILE_BYTES:
-            raise AxlabError(f"{path}: {size} bytes is larger than the {MAX_FILE_BYTES >> 20} MiB a TFLite "
-                             "model for axlab may have")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise AxlabError(f"cannot read model file {path}: {exc.strerror or exc}") from None
-    return import_tflite_bytes(data, str(path))
+    return import_tflite_bytes(read_bytes(path), str(path))

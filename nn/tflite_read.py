@@ -135,18 +135,22 @@ def _options(op: Any, name: str) -> dict[str, Any]:
     return {}
 
 
-def read_tflite(path: str | Path) -> TflModel:
-    """Parse ``path``; AxlabError (one line, naming the file) for anything malformed."""
+def read_bytes(path: str | Path) -> bytes:
+    """The bytes of a model file, refusing files over MAX_FILE_BYTES before reading them."""
     path = Path(path)
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise AxlabError(f"{path}: {size} bytes is larger than the {MAX_FILE_BYTES >> 20} MiB a TFLite "
                              "model for axlab may have")
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise AxlabError(f"cannot read model file {path}: {exc.strerror or exc}") from None
-    return parse_tflite(data, str(path))
+
+
+def read_tflite(path: str | Path) -> TflModel:
+    """Parse ``path``; AxlabError (one line, naming the file) for anything malformed."""
+    return parse_tflite(read_bytes(path), str(path))
 
 
 def is_tflite(data: bytes) -> bool:
@@ -157,6 +161,9 @@ def is_tflite(data: bytes) -> bool:
 def parse_tflite(data: bytes, where: str = "<bytes>") -> TflModel:
     if not is_tflite(data):
         raise AxlabError(f"{where}: not a TFLite model (no TFL3 file identifier)")
+    if len(data) > MAX_FILE_BYTES:
+        raise AxlabError(f"{where}: {len(data)} bytes is larger than the {MAX_FILE_BYTES >> 20} MiB a TFLite "
+                         "model for axlab may have")
     g = _Guard(where, len(data))
     try:
         return _parse(data, g)
