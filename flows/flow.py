@@ -125,9 +125,10 @@ def load_flow(path: str | Path, sets: list[str] | None = None) -> dict[str, Any]
     data = apply_overrides(data, sets or [], str(path))
     kind = data.get("kind", "pipeline")
     if kind == "thesis":
-        from flows.thesis_flow import THESIS_SCHEMA
+        from flows.thesis_flow import THESIS_SCHEMA, check_thesis
 
         flow = validate(data, str(path), THESIS_SCHEMA)
+        check_thesis(flow, str(path))
     elif kind == "pipeline":
         flow = validate(data, str(path))
         check_pipeline(flow, str(path))
@@ -235,9 +236,13 @@ class FlowRunner(StagedRunner):
     STAGES = ("luts", "train", "eval", "dse", "attacks", "transfer", "detect", "export", "report")
 
     def __init__(self, flow: dict[str, Any], out: Path, progress: bool = True) -> None:
+        path = (flow["train"] or {}).get("path")
+        if path and path.startswith("zoo:"):  # a zoo model: its verified file, refused while training, before any output
+            from nn.zoo import resolve
+
+            path = str(resolve(path))
         super().__init__(flow, out, progress)
-        self.model = str(self.out / "model.axm") if not flow["train"] or not flow["train"]["path"] \
-            else flow["train"]["path"]
+        self.model = path or str(self.out / "model.axm")
 
     def multipliers(self) -> list[str]:
         from flows.dse import expand_multipliers

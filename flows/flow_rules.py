@@ -159,8 +159,8 @@ def check_pipeline(flow: dict[str, Any], where: str) -> None:
         raise AxlabError(f"{where}: train: switched off, but the other stages need a model; to skip training give "
                          "train: {path: MODEL_FILE} instead")
     path = (flow.get("train") or {}).get("path")
-    if path and not Path(path).is_file():
-        raise AxlabError(f"{where}: train.path: model file {path} not found")
+    if path and not path.startswith("zoo:") and not Path(path).is_file():
+        raise AxlabError(f"{where}: train.path: model file {path} not found (or give zoo:NAME)")
     if "dse" in on:
         from attacks.params import resolve_params
 

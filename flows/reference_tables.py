@@ -178,6 +178,7 @@ def side_3_4(study: dict, row_net: str, success: dict, n_max: int) -> tuple[list
     r = next((x for x in study.get("3.4", []) if x.get("network") == "ResNet24"), {})
     have = bool(r)
     cols = ["NPs", "OP", "SimBA", "BIM", "PGD"]
+    success = {**success, "OP": success.get("OP", success.get("OP1"))}   # OP: the 1-pixel run
     rows = [["network"] + [c + (" (ours / study)" if have else "") for c in cols],
             [row_net] + [_pair(success.get(c), r.get(c), ".1f", have) for c in cols]]
     note = (f"{_gap([(success.get(c), _num(r.get(c))) for c in cols])}; {SMALL.format(n=n_max)}. NPs successes "

@@ -1,23 +1,31 @@
-"""The reference study's experiments as a flow (``kind: thesis``, e.g. ``flows/thesis.yaml``).
+"""The reference study's experiments as a flow (``kind: thesis``: ``flows/thesis.yaml`` on
+digits, ``flows/thesis_cifar10.yaml`` on CIFAR-10 with the model zoo).
 
 Stages, each a list of ``axlab`` commands logged to ``commands.sh`` and skipped on rerun:
 
-``train``    every network of ``networks`` (float training + QAT) on the flow's dataset
-``eval``     Table 4.3: test accuracy of the FpNN, the QNN and the AxNN with each multiplier in
-             every layer, next to the multiplier's power and area
-``attacks``  Table 4.4: every attack of ``attacks.list`` on the FpNN, the QNN and the AxNNs of
-             ``attacks.ax`` (the evasion set of each run: images its target, the FpNN and the
-             QNN classify correctly, thesis Eq. 4.5)
+``train``    every network given as an architecture (float training + QAT) on its dataset;
+             networks given by ``path`` (``zoo:NAME``, a model file, an int8 TFLite file) are
+             used as they are (:mod:`flows.thesis_networks`)
+``dse``      (optional) per network, NSGA-II over the multipliers; AxNN v1 = the lowest-power
+             Pareto design within ``dse.max_acc_loss`` points of the QNN
+``eval``     Table 4.3: test accuracy of the FpNN, the QNN, AxNN v1 and the AxNN with each
+             multiplier in every layer, next to the multiplier's power and area
+``attacks``  Table 4.4: every attack of ``attacks.list`` on the FpNN, the QNN, AxNN v1 and the
+             AxNNs of ``attacks.ax``; the evasion set of each run (thesis Eq. 4.5): images its
+             target, the FpNN and the QNN classify correctly, or with ``attacks.study`` every
+             implementation of the network
+``pixels``   (optional) Tables 3.4/3.7: labelled attack runs on one implementation of one network
 ``transfer`` Table 4.5: the FpNN's adversarial examples fed to the QNN and the AxNNs
-``cross``    Table 4.7: adversarial examples crafted on each network's AxNNs fed to the AxNNs of
-             every network
+``cross``    Tables 4.6/4.7: adversarial examples crafted on each network's AxNNs fed to the
+             AxNNs (``cross.to: ax``) or every implementation (``all``) of every network
 ``detect``   Figures 4.23/4.24: KL-divergence detection of each network's FpNN adversarial
-             examples, scored with the FpNN, the QNN and the first AxNN
-``report``   report.md / report.html with the tables (``flows.report``)
+             examples (a TFLite network: its QNN's), scored with its FpNN, QNN and first AxNN
+``report``   report.md / report.html with the tables (``flows.report_thesis``)
 
-Size knobs (``--set``): ``networks``, ``eval.images``, ``attacks.n``, ``attacks.list``,
-``attacks.ax``, ``detect.n_clean``. The thesis' own figures are not shipped with axlab; a CSV
-given as ``reference`` (columns: table, row, column, value) is shown beside the tables.
+Size knobs (``--set``): ``networks``, ``eval.images``, ``attacks.n``, ``attacks.n_by``,
+``attacks.list``, ``attacks.ax``, ``dse.*``, ``pixels.*``, ``detect.n_clean``. ``reference``: the
+folder of the study's CSV tables (``../shared/thesis``; read when the report is written, shown
+beside each table with a note), or a CSV (table, row, column, value) shown under the tables.
 """
 from __future__ import annotations
 
@@ -45,7 +53,7 @@ THESIS_SCHEMA: dict[str, Any] = {
     "attacks": {"n": (int, 20), "list": (list, ["fgsm", "bim", "pgd", "cw", "deepfool", "onepixel", "square",
                                                   "pixle", "npixels", "ipixels"]),
                 "ax": (list, ["mul8s_1KVA", "mul8s_1L2J", "mul8s_1L12"]), "params": (dict, {}),
-                "batch": (int, 10), "study": (bool, False)},
+                "batch": (int, 10), "study": (bool, False), "n_by": (dict, {})},
     "pixels": (dict, None),              # off unless given (PIXELS_SCHEMA)
     "transfer": {"attacks": (list, None)},
     "cross": {"attack": (str, "pgd"), "to": (str, "ax")},
@@ -83,28 +91,38 @@ def _check_pixels(cfg: dict[str, Any], where: str, names: list[str]) -> None:
         raise AxlabError(f"{where}: pixels.runs: labels must be distinct, got {[r['label'] for r in runs]}")
 
 
+def check_thesis(flow: dict[str, Any], where: str) -> None:
+    """Rules of a thesis flow beyond its schema (called by the loader and the runner): the
+    optional dse and pixels sections, attacks.n_by and cross.to. Fills in section defaults."""
+    from flows.flow import validate
+    from flows.flow_rules import _attack_name
+    from flows.thesis_networks import check_networks
+
+    nets = check_networks(flow["networks"], where)
+    for key, schema in (("dse", DSE_SCHEMA), ("pixels", PIXELS_SCHEMA)):
+        if flow.get(key) is not None:
+            flow[key] = validate(flow[key], where, schema, f"{key}.")
+    if flow.get("pixels") is not None:
+        _check_pixels(flow["pixels"], where, [n["name"] for n in nets])
+    for k, v in ((flow.get("attacks") or {}).get("n_by") or {}).items():
+        _attack_name(k, where, f"attacks.n_by.{k}")
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise AxlabError(f"{where}: attacks.n_by.{k}: must be an integer >= 1, got {v!r}")
+    if (flow.get("cross") or {}).get("to", "ax") not in ("ax", "all"):
+        raise AxlabError(f"{where}: cross.to: must be ax (AxNNs only) or all (every implementation)")
+
+
 class ThesisRunner(StagedRunner):
     """Runs the thesis experiments (Tables 3.4, 3.7, 4.3-4.7; Figures 4.23/4.24)."""
 
     STAGES = ("train", "dse", "eval", "attacks", "pixels", "transfer", "cross", "detect", "report")
 
     def __init__(self, flow: dict[str, Any], out: Path, progress: bool = True) -> None:
-        from flows.flow import validate
         from flows.thesis_networks import check_networks, has_float, resolve_path
 
         where = flow["_path"]
+        check_thesis(flow, where)
         self.nets = check_networks(flow["networks"], where)
-        for key, schema in (("dse", DSE_SCHEMA), ("pixels", PIXELS_SCHEMA)):
-            if flow.get(key) is not None:
-                flow[key] = validate(flow[key], where, schema, f"{key}.")
-        if flow.get("dse") is not None:
-            from flows.flow_rules import _objectives
-
-            _objectives(flow["dse"]["objectives"], where, "dse.objectives")
-        if flow.get("pixels") is not None:
-            _check_pixels(flow["pixels"], where, [n["name"] for n in self.nets])
-        if (flow.get("cross") or {}).get("to", "ax") not in ("ax", "all"):
-            raise AxlabError(f"{where}: cross.to: must be ax (AxNNs only) or all (every implementation)")
         # zoo models resolved (and refused while still training) before the run folder is made
         for n in self.nets:
             n["file"] = resolve_path(n["path"]) if n["path"] else None
@@ -264,7 +282,8 @@ class ThesisRunner(StagedRunner):
             net = n["name"]
             for label, impl_args in self.impls(net, self.ax):
                 for attack in cfg["list"]:
-                    self._attack(net, label, impl_args, attack, cfg["n"], self._params(net, attack, cfg),
+                    n_img = cfg["n_by"].get(attack, cfg["n"])
+                    self._attack(net, label, impl_args, attack, n_img, self._params(net, attack, cfg),
                                  d / f"{net}__{label}__{attack}")
 
     def stage_pixels(self, cfg: dict[str, Any]) -> None:

@@ -64,6 +64,9 @@ def check_item(item: Any, where: str, at: str) -> dict[str, Any]:
     params = d.get("params") or {}
     if not isinstance(params, dict):
         raise AxlabError(f"{where}: {at}.params: expected a mapping ATTACK.PARAM: value, got {params!r}")
+    from flows.flow_rules import _attack_params_by_name
+
+    _attack_params_by_name(params, where, f"{at}.params")
     study = d.get("study") or {"minnet": "MinNet", "resnet8": "ResNet8", "resnet24": "ResNet24"}.get(d.get("model"))
     return {"name": name, "model": d.get("model"), "epochs": int(d.get("epochs", 10)) if d.get("model") else None,
             "path": d.get("path"), "study": study, "dataset": d.get("dataset"), "params": params}
