@@ -104,6 +104,8 @@ def _parse_records(path: Path) -> tuple[list[dict], int | None]:
     when the file ends with a newline). A bad complete line is an error naming its number."""
     if path.is_dir():
         raise AxlabError(f"{path} is a directory, not a run file (RUN.jsonl)")
+    if not path.is_file():     # a FIFO or device would block or never end
+        raise AxlabError(f"{path} is not a regular file (a device, FIFO or socket), not a run file (RUN.jsonl)")
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
     recs: list[dict] = []
@@ -233,7 +235,27 @@ def _run_locked(attack: Attack, impl: Any, x: np.ndarray, y: np.ndarray, indices
     stray = [r["index"] for r in records if r["index"] not in wanted]
     if stray:          # cannot happen with equal identities unless the file was edited
         raise AxlabError(f"{paths['jsonl']}: image index {stray[0]} is not in this run's image selection; {HINT}")
-    paths["jsonl"].parent.mkdir(parents=True, exist_ok=True)
+    made_adv = not paths["adv"].exists()
+    made_meta = not records and not paths["meta"].exists()
+    try:
+        return _attack_locked(attack, impl, x, y, indices, paths, seed, batch, meta, progress, ident, records)
+    except BaseException:
+        # a new run that fails before its first record leaves nothing behind (exclusive()
+        # removes the empty run file); a run with records keeps them for a resume
+        if paths["jsonl"].exists() and paths["jsonl"].stat().st_size == 0:
+            if made_meta:
+                paths["meta"].unlink(missing_ok=True)
+            if made_adv:
+                try:
+                    paths["adv"].rmdir()
+                except OSError:
+                    pass
+        raise
+
+
+def _attack_locked(attack: Attack, impl: Any, x: np.ndarray, y: np.ndarray, indices: list[int],
+                   paths: dict[str, Path], seed: int, batch: int, meta: dict[str, Any] | None,
+                   progress: bool, ident: dict[str, Any], records: list[dict]) -> list[dict]:
     paths["adv"].mkdir(parents=True, exist_ok=True)
     if not records:    # a new run (or one without a finished image): record what defines it
         info = {k: v for k, v in (meta or {}).items() if k not in ident}

@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     except AxlabError as exc:
         print(f"axlab: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line
         return 2
+    except OSError as exc:     # last resort for an I/O error no check foresaw (disk full, permissions)
+        where = " ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        print(f"axlab: {where + ': ' if where else ''}{' '.join(str(exc.strerror or exc).split())}",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("axlab: interrupted", file=sys.stderr)
         return 130

@@ -106,6 +106,9 @@ def out_file(text: str) -> str:
     p = Path(text)
     if p.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; expected a file path")
+    if p.exists() and not p.is_file():      # a FIFO or device: writing blocks or goes nowhere
+        raise argparse.ArgumentTypeError(f"{text} is not a regular file (a device, FIFO or socket); "
+                                         "expected a file path")
     blocker = _blocking_ancestor(p)
     if blocker is not None:
         raise argparse.ArgumentTypeError(f"cannot write {text}: {blocker} is a file, not a folder")
