@@ -19,6 +19,7 @@ designs its own search visited, never other rows of a shared store.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import multiprocessing
@@ -270,19 +271,11 @@ def _dominance_front(F: np.ndarray) -> np.ndarray:
 
 
 def run_dse(cfg: dict[str, Any], out_dir: str | Path, progress: bool = True) -> DseResult:
-    """Run (or resume) NSGA-II over per-layer multiplier choices; write the run folder."""
-    from pymoo.algorithms.moo.nsga2 import NSGA2
-    from pymoo.core.evaluator import Evaluator
-    from pymoo.core.problem import Problem
-    from pymoo.problems.static import StaticProblem
-    from pymoo.operators.crossover.sbx import SBX
-    from pymoo.operators.mutation.pm import PM
-    from pymoo.operators.repair.rounding import RoundingRepair
-    from pymoo.operators.sampling.rnd import IntegerRandomSampling
-    from tqdm import tqdm
+    """Run (or resume) NSGA-II over per-layer multiplier choices; write the run folder.
 
-    from flows.dse_identity import claim_folder, folder_identity
-    from flows.evalstore import EvalStore, context_key, eval_key
+    One process at a time writes a DSE folder, and an evaluation store given as ``store``: a
+    second one is refused at once (lock files ``OUT/.dse.lock`` and ``STORE.lock``)."""
+    from hwsim.fileio import exclusive
     from hwsim.store import resolve
     from nn.api import load_model
 
@@ -295,6 +288,29 @@ def run_dse(cfg: dict[str, Any], out_dir: str | Path, progress: bool = True) -> 
     mults = expand_multipliers(cfg["multipliers"])
     luts = [resolve(m) for m in mults]  # build every LUT here, before any worker starts
     out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be good
+    with contextlib.ExitStack() as locks:      # one writer per DSE folder and per evaluation store
+        locks.enter_context(exclusive(out_dir / ".dse.lock", f"DSE folder {out_dir}"))
+        if cfg.get("store"):
+            locks.enter_context(exclusive(f"{cfg['store']}.lock", f"DSE evaluation store {cfg['store']}"))
+        return _search(cfg, out_dir, bundle, mults, luts, progress)
+
+
+def _search(cfg: dict[str, Any], out_dir: Path, bundle: Any, mults: list[str], luts: list[Any],
+            progress: bool) -> DseResult:
+    """:func:`run_dse` once its inputs are checked and its folder (and store) locked."""
+    from pymoo.algorithms.moo.nsga2 import NSGA2
+    from pymoo.core.evaluator import Evaluator
+    from pymoo.core.problem import Problem
+    from pymoo.problems.static import StaticProblem
+    from pymoo.operators.crossover.sbx import SBX
+    from pymoo.operators.mutation.pm import PM
+    from pymoo.operators.repair.rounding import RoundingRepair
+    from pymoo.operators.sampling.rnd import IntegerRandomSampling
+    from tqdm import tqdm
+
+    from flows.dse_identity import claim_folder, folder_identity
+    from flows.evalstore import EvalStore, context_key, eval_key
+
     layers = bundle.layers()
     ctx = {"model": str(Path(cfg["model"]).resolve()), "model_sha256": bundle.sha256, "dataset": cfg["dataset"],
            "multipliers": mults, "lut_sha256": [lut.sha256 for lut in luts], "objectives": sorted(cfg["objectives"]),

@@ -112,6 +112,28 @@ def test_dse_rerun_resumes_and_metadata_may_change(dse_env):
     assert (root / "run" / "dse_run.json").read_bytes() == ident
 
 
+LOCKS = {"folder": ("run/.dse.lock", None, "DSE folder"),
+         "store": ("shared.sqlite.lock", "shared.sqlite", "DSE evaluation store")}
+
+
+@pytest.mark.parametrize("which", sorted(LOCKS))
+def test_dse_folder_and_store_take_one_writer(dse_env, which):
+    """A second DSE process on a folder, or on a --store, in use is refused before it writes."""
+    from flows.dse import run_dse
+    from hwsim.fileio import exclusive
+
+    root = dse_env["root"]
+    lock, store, what = LOCKS[which]
+    cfg = {**dse_env["base"], **({"store": str(root / store)} if store else {})}
+    before = _snapshot(root / "run")
+    with exclusive(root / lock, "another DSE process"):
+        with pytest.raises(AxlabError) as err:
+            run_dse(cfg, root / "run", progress=False)
+    assert what in str(err.value) and "another process" in str(err.value) and "\n" not in str(err.value)
+    assert _snapshot(root / "run") == before
+    assert not (root / "shared.sqlite").exists()
+
+
 def test_dse_cli_refusal_is_one_line(dse_env, capsys):
     root = dse_env["root"]
     b = dse_env["base"]
