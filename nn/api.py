@@ -47,9 +47,11 @@ class Implementation:
         self.bundle, self.impl, self.backend, self.luts, self.name = bundle, impl, backend, luts, name
         self.batch = batch
         self.engine = None if impl == "fp" else IntegerEngine(bundle, luts, backend, lowrank=lowrank)
-        self._float = GraphModule(bundle.graph, "float").eval() if impl == "fp" else None
+        self._float = _twin(bundle, "float").eval() if impl == "fp" else None
         self.out_scale, self.out_zp = (1.0, 0) if impl == "fp" else bundle.qparams.act[
             bundle.graph.quant_source(bundle.graph.output)]
+        # an imported model ending in SOFTMAX outputs probabilities (its fp twin: logits)
+        self.probs_out = impl != "fp" and bundle.graph.by_name[bundle.graph.output]["op"] == "tfl_softmax"
 
     def logits(self, x: np.ndarray, progress: bool = False) -> np.ndarray:
         """fp: float32 logits; q/ax: int8 output codes as int32. x: uint8 (N, C, H, W)."""
@@ -67,7 +69,11 @@ class Implementation:
         return (logits.astype(np.float64) - self.out_zp) * self.out_scale
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Softmax of the dequantised logits, float64 (N, classes)."""
+        """Softmax of the dequantised logits, float64 (N, classes); for a model whose output
+        is a SOFTMAX (imported TFLite), its dequantised output renormalised to sum 1."""
+        if self.probs_out:
+            p = np.clip(self.dequantize(self.logits(x)), 0.0, None) + 1e-12
+            return p / p.sum(axis=1, keepdims=True)
         return _softmax64(self.dequantize(self.logits(x)))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -77,11 +83,23 @@ class Implementation:
         """Differentiable float model: [0, 1] NCHW -> float logits. fp: the float network;
         q/ax: the fake-quant network with straight-through rounding (BPDA)."""
         if self.impl == "fp":
-            return GraphModule(self.bundle.graph, "float").eval()
-        return GraphModule(self.bundle.qat_graph(), "fq", qparams=self.bundle.qparams).eval()
+            return _twin(self.bundle, "float").eval()
+        return _twin(self.bundle, "fq").eval()
 
     def __repr__(self) -> str:
         return f"Implementation({self.name!r}, backend={self.backend!r})"
+
+
+def _twin(bundle: ModelBundle, mode: str) -> tnn.Module:
+    """The float ("float") or fake-quant ("fq") torch twin of a bundle (imported TFLite
+    models: nn.tflite_float)."""
+    if any(n["op"].startswith("tfl_") for n in bundle.graph.nodes):
+        from nn.tflite_float import TfliteFloatModule
+
+        return TfliteFloatModule(bundle, mode)
+    if mode == "float":
+        return GraphModule(bundle.graph, "float")
+    return GraphModule(bundle.qat_graph(), "fq", qparams=bundle.qparams)
 
 
 def fq_agreement(bundle: ModelBundle, x: np.ndarray, backend: str = "numba", batch: int = 256) -> dict[str, float]:

@@ -51,7 +51,7 @@ class Graph:
     def quant_source(self, name: str) -> str:
         """The node whose quantisation parameters a node's output uses."""
         n = self.by_name[name]
-        while n["op"] not in QUANT_OPS:
+        while n["op"] not in QUANT_OPS and not n["op"].startswith("tfl_"):  # tfl_*: every tensor has its own
             n = self.by_name[n["inputs"][0]]
         return n["name"]
 

@@ -111,8 +111,8 @@ class GraphModule(tnn.Module):
         if any(n["op"].startswith("tfl_") for n in graph.nodes):
             from hwsim.errors import AxlabError
 
-            raise AxlabError("imported TFLite models have no float / fake-quant twin yet: impl fp, gradient "
-                             "attacks and the BPDA surrogate are not available for them (use impl q)")
+            raise AxlabError("graphs of imported TFLite models run in nn.tflite_float.TfliteFloatModule "
+                             "(float / fake-quant twin), not GraphModule")
         self.graph = graph
         self.mode = mode
         self.qparams = qparams

@@ -303,3 +303,36 @@ def test_axnn_cuda_backend_in_simulator() -> None:
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "ALL-OK" in r.stdout, r.stdout[-2000:] + r.stderr[-4000:]
+
+
+# ------------------------------------------------------------------------ float twin
+def test_float_twin_tracks_the_qnn_and_has_gradients() -> None:
+    """The fp twin (dequantised weights, float activations) and the fake-quant twin (BPDA
+    surrogate) of each test model agree with the QNN's top-1 on most random images and are
+    differentiable with respect to the [0, 1] input."""
+    for name in TEST_MODELS:
+        b = import_tflite(DATA / f"{name}.tflite")
+        x = np.random.default_rng(9).integers(0, 256, size=(64, *b.input_shape), dtype=np.uint8)
+        q = load_implementation(b, "q")
+        top = q.logits(x).argmax(1)
+        fp = load_implementation(b, "fp").logits(x)
+        assert fp.shape == (64, b.num_classes) and fp.dtype == np.float32
+        sur = q.surrogate()
+        xt = torch.from_numpy(x).float().div(255).requires_grad_(True)
+        z = sur(xt)
+        assert float((z.argmax(1).numpy() == top).mean()) >= 0.8, name
+        assert float((fp.argmax(1) == top).mean()) >= 0.7, name
+        z.sum().backward()
+        assert xt.grad is not None and float(xt.grad.abs().sum()) > 0, name
+
+
+@pytest.mark.skipif(not RESNET8.exists(), reason="../shared/models/mlperf-tiny absent")
+def test_float_twin_resnet8_accuracy() -> None:
+    x, y = _cifar(300)
+    b = load_model(RESNET8)
+    q = load_implementation(b, "q", backend="numba").logits(x).argmax(1)
+    fp = load_implementation(b, "fp").logits(x).argmax(1)
+    with torch.no_grad():
+        fq = load_implementation(b, "q").surrogate()(torch.from_numpy(x).float() / 255).argmax(1).numpy()
+    assert (fp == y).mean() > 0.85 and (fq == y).mean() > 0.85
+    assert (fp == q).mean() > 0.95 and (fq == q).mean() > 0.95
