@@ -131,6 +131,10 @@ class _Scope:
         msb = lsb = 0
         if getattr(decl, "width", None) is not None:
             msb, lsb = self._const(decl.width.msb), self._const(decl.width.lsb)
+            if abs(msb - lsb) + 1 > MAX_BITS:     # a multiplier netlist never needs more; bounds memory and time
+                w = abs(msb - lsb) + 1
+                raise self.elab.error(decl, f"net '{decl.name}' is {w if w < 10**12 else f'~2^{w.bit_length()}'} "
+                                            f"bits wide; allowed: at most {MAX_BITS}")
         old = self.nets.get(decl.name)
         if old is not None and old.direction != "wire":
             if decl.width is not None and direction == "wire":
@@ -177,10 +181,17 @@ class _Scope:
             return [(lhs.name, k) for k in range(port.width)]
         if isinstance(lhs, va.Pointer):
             port = self._net(lhs.var.name, lhs)
-            return [(lhs.var.name, port.offset(self._const(lhs.ptr)))]
+            k = port.offset(self._const(lhs.ptr))
+            if not 0 <= k < port.width:
+                raise self.elab.error(lhs, f"assignment to bit {k} of {lhs.var.name} out of range (it has bits "
+                                           f"[{port.msb}:{port.lsb}])")
+            return [(lhs.var.name, k)]
         if isinstance(lhs, va.Partselect):
             port = self._net(lhs.var.name, lhs)
             hi, lo = port.offset(self._const(lhs.msb)), port.offset(self._const(lhs.lsb))
+            if not (0 <= hi < port.width and 0 <= lo < port.width):
+                raise self.elab.error(lhs, f"assignment to a part select of {lhs.var.name} out of range (it has "
+                                           f"bits [{port.msb}:{port.lsb}])")
             step = 1 if hi >= lo else -1
             return [(lhs.var.name, k) for k in range(lo, hi + step, step)]
         if isinstance(lhs, (va.LConcat, va.Concat)):
@@ -321,6 +332,9 @@ class _Scope:
         if isinstance(node, va.Partselect):
             port = self._net(node.var.name, node)
             hi, lo = port.offset(self._const(node.msb)), port.offset(self._const(node.lsb))
+            if not (0 <= hi < port.width and 0 <= lo < port.width):
+                raise self.elab.error(node, f"part select of {node.var.name} out of range (it has bits "
+                                            f"[{port.msb}:{port.lsb}])")
             step = 1 if hi >= lo else -1
             return [self.bit(node.var.name, k) for k in range(lo, hi + step, step)]
         if isinstance(node, va.Concat):
@@ -329,7 +343,11 @@ class _Scope:
                 out += self.expr(part)
             return out
         if isinstance(node, va.Repeat):
-            return self.expr(node.value) * self._const(node.times)
+            value, times = self.expr(node.value), self._const(node.times)
+            if not 0 <= times * len(value) <= MAX_BITS:
+                raise self.elab.error(node, f"replication of {times} copies of {len(value)} bits; allowed: at most "
+                                            f"{MAX_BITS} bits")
+            return value * times
         if isinstance(node, va.Unot):
             return [g.add(NOT, x) for x in _extend(self.expr(node.right, ctx), ctx)]
         if isinstance(node, (va.Uand, va.Unand, va.Uor, va.Unor, va.Uxor, va.Uxnor, va.Ulnot)):
@@ -415,6 +433,9 @@ class _Elaborator:
         return scope.bit(pname, offset) if offset < port.width else self.graph.const(0)
 
 
+MAX_BITS = 4096      # widest net, constant or replication a netlist may declare
+
+
 def _cdiv(a: int, b: int) -> int:
     """Verilog integer division: truncates toward zero."""
     q = abs(a) // abs(b)
@@ -457,6 +478,8 @@ def _extend(bits: list[int], width: int) -> list[int]:
 def _int_value(text: str, where: str, line: int) -> tuple[int, int]:
     """(value, width) of a Verilog integer literal; x/z digits are refused."""
     t = text.replace("_", "").lower()
+    if len(t) > MAX_BITS + 16:      # no constant of at most MAX_BITS bits is written longer
+        raise NetlistError(where, f"line {line}: constant of {len(t)} characters; allowed: at most {MAX_BITS} bits")
     if "'" not in t:
         return int(t), max(int(t).bit_length(), 32)
     size, _, rest = t.partition("'")
@@ -466,6 +489,8 @@ def _int_value(text: str, where: str, line: int) -> tuple[int, int]:
     if base is None or any(c in "xz?" for c in digits):
         raise NetlistError(where, f"line {line}: constant {text} has x/z bits or no base")
     value = int(digits, base)
+    if size and not 0 < int(size) <= MAX_BITS:
+        raise NetlistError(where, f"line {line}: constant {text[:40]} is {int(size)} bits wide; allowed: 1 to {MAX_BITS}")
     return value, int(size) if size else 32
 
 

@@ -164,8 +164,7 @@ def _first_differences(p: ParsedNetlist, signed: bool, rtl: np.ndarray, gates: n
 
 
 def _check_widths(info: NetlistInfo, p: ParsedNetlist, max_pairs: int) -> None:
-    pairs = 2 ** (p.bits_a + p.bits_b)
-    if pairs > max_pairs:
+    if p.bits_a + p.bits_b > int(max_pairs).bit_length() - 1:     # compare exponents: 2**(a+b) may be huge
         raise NetlistError(info.path, f"widths {p.bits_a}x{p.bits_b} too large for exhaustive mode "
                                       f"(2^{p.bits_a + p.bits_b} pairs > limit 2^{int(np.log2(max_pairs))}); "
                                       "use sampled mode (--sampled N)")

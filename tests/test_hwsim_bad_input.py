@@ -23,6 +23,15 @@ BAD = {
     "undriven": (HEAD + "  assign O[2:0] = {A[0] & B[1], A[1] & B[0], A[0] & B[0]};\n" + GOOD_TAIL,
                  "undriven net mul2u_bad.O[3]"),
     "binary": (b"\x00\xff\xfe garbage", "not Verilog"),
+    # sizes that would take unbounded memory or time if elaborated (refused by hwsim.parse)
+    "huge_bus": (HEAD.replace("input [1:0] A", "input [2147483647:0] A") + "  assign O = 4'b0;\n" + GOOD_TAIL,
+                 "net 'A' is 2147483648 bits wide; allowed: at most 4096"),
+    "huge_replication": (HEAD + "  assign O = {2147483647{A[0]}};\n" + GOOD_TAIL,
+                         "replication of 2147483647 copies of 1 bits; allowed: at most 4096 bits"),
+    "huge_sized_constant": (HEAD + "  assign O = 2147483647'd1;\n" + GOOD_TAIL, "is 2147483647 bits wide; allowed: 1 to 4096"),
+    "long_decimal": (HEAD + "  assign O = " + "9" * 5000 + ";\n" + GOOD_TAIL, "constant of 5000 characters"),
+    "part_select_range": (HEAD + "  assign O = A[1000000:0];\n" + GOOD_TAIL, "part select of A out of range"),
+    "target_range": (HEAD + "  assign O[1000000000:0] = 4'b0;\n" + GOOD_TAIL, "part select of O out of range"),
 }
 
 
