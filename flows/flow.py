@@ -167,7 +167,8 @@ class StagedRunner:
 
     def __init__(self, flow: dict[str, Any], out: Path, progress: bool = True) -> None:
         self.flow, self.out, self.progress = flow, Path(out), progress
-        self.out.mkdir(parents=True, exist_ok=True)
+        # the folder is made by run() (under its lock), so a runner refused while it is set up
+        # (a subclass's checks) leaves nothing behind
         self.state_path = self.out / "flow_state.json"
         self.state: dict[str, Any] = {}       # read in run(), under the folder's lock
 
@@ -195,7 +196,10 @@ class StagedRunner:
         atomic_write(self.state_path, json.dumps(self.state, indent=1))
 
     def run(self) -> Path:
-        """Run the unfinished stages; one process per output folder at a time."""
+        """Run the unfinished stages; one process per output folder at a time.
+
+        Makes the output folder (the lock does); a new folder that the run refuses before any
+        stage (e.g. a changed flow) is removed again while still empty."""
         from attacks.resume import read_identity
         from flows.flow_identity import STATE_KEY, check_flow_state, flow_identity
 

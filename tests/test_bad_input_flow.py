@@ -131,3 +131,23 @@ def test_empty_flow_subprocess_has_no_traceback(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert_one_line_error(r.returncode, r.stderr, str(path), "the flow file is empty")
     assert r.returncode == 2 and not (tmp_path / "run").exists()
+
+
+# refused while the runner is set up (after the flow file loaded): still no run folder
+RUNNER_CASES = {
+    "thesis_multiplier_missing": (["multipliers=../no/such/folder"], "multipliers: ../no/such/folder not found"),
+    "thesis_ax_unknown": (["multipliers=builtin", "attacks.ax=[mul8s_nope]"],
+                          "attacks.ax: mul8s_nope is not one of the flow's multipliers"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUNNER_CASES))
+def test_bad_flow_runner_leaves_no_folder(tmp_path, monkeypatch, case):
+    sets, expected = RUNNER_CASES[case]
+    monkeypatch.chdir(ROOT)
+    argv = ["run", ROOT / "flows" / "thesis.yaml", "--out", tmp_path / "a" / "run", "--no-progress"]
+    for s in sets:
+        argv += ["--set", s]
+    rc, out, err = axlab(argv)
+    assert_one_line_error(rc, err, expected)
+    assert out == "" and tree(tmp_path) == []
