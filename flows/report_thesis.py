@@ -229,6 +229,8 @@ def _table_4_3(run: Path, cfg: dict[str, Any], nets: list[dict[str, Any]], study
     for n in names:
         if exact:
             cost[(n, "q")] = (exact.get("power_mw"), exact.get("area_um2"))
+        if (run / "dse" / f"{n}.skipped").exists():
+            b.append(("p", (run / "dse" / f"{n}.skipped").read_text().strip() + "."))
         ch = _json(run / "dse" / n / "v1.choice.json")
         if ch:
             cost[(n, "ax_v1")] = (ch.get("power_mw"), ch.get("area_um2"))
