@@ -150,3 +150,19 @@ def test_exclusive_unwritable_is_one_line(tmp_path):
     with pytest.raises(AxlabError, match=r"cannot write /proc/axlab-x\.lock: "):
         with exclusive("/proc/axlab-x.lock", "x"):
             pass
+
+
+@pytest.mark.parametrize("how", ["api", "cli"])
+def test_export_verify_symlink_loop_is_one_line(tmp_path, how):
+    from flows.export.integrity import check_export
+    from tests.bad_input_util import assert_one_line_error, axlab
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    if how == "api":
+        with pytest.raises(AxlabError, match="cannot be resolved"):
+            check_export(loop)
+    else:
+        rc, out, err = axlab(["export", "verify", loop])
+        assert_one_line_error(rc, err, str(loop))
+    assert tree(tmp_path) == ["loop"]

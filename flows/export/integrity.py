@@ -207,7 +207,10 @@ def check_export(root: str | Path) -> CheckedExport:
     """Validate the export folder ``root`` (see the module doc); AxlabError names the first problem."""
     from hwsim.netlist_check import tool_text
 
-    root = Path(root).resolve()
+    try:
+        root = Path(root).resolve()
+    except (OSError, RuntimeError) as exc:      # e.g. a symbolic link loop (RuntimeError before 3.13)
+        raise AxlabError(f"export folder {root} cannot be resolved ({exc})") from None
     m = load_manifest(root)
     files = check_hashes(root, m)
     ck = CheckedExport(root, m)
