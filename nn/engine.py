@@ -382,16 +382,23 @@ def epilogue_numba(y: torch.Tensor, sidx: torch.Tensor | None, zc: int, L: Layer
     from nn import kernels_cpu
 
     n, _, co, p = y.shape
-    out = torch.empty((n, co, p), dtype=torch.float32)
     s = sidx.numpy() if (sidx is not None and zc) else np.zeros((n, 0), dtype=np.int32)
     if EPILOGUE_F64 and L.rs.min() >= 17:  # exact float64 form (see kernels_cpu.epilogue_f64)
         f64 = L.__dict__.get("_f64")
         if f64 is None:  # per-channel constants, once per layer
             f64 = L.__dict__["_f64"] = ((L.m0 >> 16).astype(np.float64), (L.m0 & 0xFFFF).astype(np.float64),
                                         np.ldexp(1.0, L.rs - 17), np.ldexp(1.0, 16 - L.rs))
+        if y.dtype == torch.float32 and y.shape[1] == 1 and not s.shape[1] and y.is_contiguous():
+            # a float32 convolution's fresh output, requantised where it lies
+            y3 = y.view(n, co, p)
+            kernels_cpu.epilogue_f64_inplace(y3.numpy(), const.astype(np.float64), *f64, 0.0,
+                                             float(L.lo - L.zo), float(L.hi - L.zo))
+            return y3
+        out = torch.empty((n, co, p), dtype=torch.float32)
         kernels_cpu.epilogue_f64(y.contiguous().numpy(), s, np.int64(zc), const.astype(np.float64), *f64, 0.0,
                                  float(L.lo - L.zo), float(L.hi - L.zo), out.numpy())  # centred
         return out
+    out = torch.empty((n, co, p), dtype=torch.float32)
     kernels_cpu.epilogue(y.contiguous().numpy(), s, np.int64(zc), const, L.m0, L.rs, np.int64(0),
                          np.int64(L.lo - L.zo), np.int64(L.hi - L.zo), out.numpy())  # centred
     return out
@@ -471,6 +478,11 @@ class IntegerEngine:
                      "stride": list(L.stride), "padding": list(L.padding), "dense": L.dense}
             self.paths[name] = LayerPaths(name, cands, functools.partial(self._run_mac, L), mode, shape,
                                           lut.sha256 if lut is not None else "", _describe_mac)
+        # index of the last node reading each value (the output: never freed), for in-place adds
+        self.last_use: dict[str, int] = {g.output: len(g.nodes)}
+        for i, n in enumerate(g.nodes):
+            for inp in n["inputs"]:
+                self.last_use[inp] = max(self.last_use.get(inp, -1), i)
         self.add_q: dict[str, tuple[int, int, int, int, int, int]] = {}
         qp = bundle.qparams
         for n in g.nodes:
@@ -486,6 +498,11 @@ class IntegerEngine:
         """One layer through one MAC and the epilogue: centred output codes (N, Co, P) float32."""
         acc, sidx = mac(x)
         return self.epi(acc, sidx, mac.zc, L, mac.const)
+
+    def _dead_after(self, name: str, i: int, g: Any) -> bool:
+        """Whether value ``name`` is read by no node after node ``i`` and owns its storage (made
+        by a conv, linear or add node: fresh tensors, never views of another value)."""
+        return self.last_use.get(name, -1) <= i and g.by_name[name]["op"] in ("conv", "linear", "add")
 
     def describe(self) -> dict[str, str]:
         """Layer -> the MAC that ran last (before any run: the primary MAC, marked ``auto:``
@@ -510,7 +527,7 @@ class IntegerEngine:
         g = self.bundle.graph
         acts = self.bundle.qparams.act
         vals: dict[str, torch.Tensor] = {}
-        for n in g.nodes:
+        for i, n in enumerate(g.nodes):
             op = n["op"]
             if op == "input":
                 # code = pixel - 128 with zero point -128: the centred value is the pixel
@@ -538,14 +555,26 @@ class IntegerEngine:
                 else:
                     from nn import kernels_cpu
 
-                    a = vals[n["inputs"][0]].contiguous()
-                    b = vals[n["inputs"][1]].contiguous()
-                    y = torch.empty_like(a)
-                    if EPILOGUE_F64 and 255 * (abs(ma) + abs(mb)) < 2**52:  # exact in float64
+                    ia, ib = n["inputs"]
+                    a = vals[ia].contiguous()
+                    b = vals[ib].contiguous()
+                    f64 = EPILOGUE_F64 and 255 * (abs(ma) + abs(mb)) < 2**52  # exact in float64
+                    own = self._dead_after(ia, i, g) if ia != ib else False
+                    if f64 and (own or self._dead_after(ib, i, g)) and ia != ib:
+                        # an operand nothing reads later, made by a conv or add here: overwrite it
+                        if not own:
+                            a, b, ma, mb = b, a, mb, ma
+                        kernels_cpu.add_requant_f64_inplace(a.view(-1).numpy(), b.view(-1).numpy(), float(ma),
+                                                            float(mb), float(1 << (ADD_SHIFT - 1)), 2.0**-ADD_SHIFT,
+                                                            float(lo - zo), float(127 - zo))
+                        y = a
+                    elif f64:
+                        y = torch.empty_like(a)
                         kernels_cpu.add_requant_f64(a.view(-1).numpy(), b.view(-1).numpy(), float(ma), float(mb),
                                                     float(1 << (ADD_SHIFT - 1)), 2.0**-ADD_SHIFT, float(lo - zo),
                                                     float(127 - zo), y.view(-1).numpy())
                     else:
+                        y = torch.empty_like(a)
                         kernels_cpu.add_requant(a.view(-1).numpy(), b.view(-1).numpy(), np.int64(0), np.int64(ma),
                                                 np.int64(0), np.int64(mb), np.int64(ADD_SHIFT), np.int64(0),
                                                 np.int64(lo - zo), np.int64(127 - zo), y.view(-1).numpy())

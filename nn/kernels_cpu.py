@@ -206,6 +206,35 @@ def epilogue_f64(y, sidx, zc, const, mh, ml, hh, sc, zo, lo, hi, out):  # pragma
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def epilogue_f64_inplace(y, const, mh, ml, hh, sc, zo, lo, hi):  # pragma: no cover - jitted
+    """``epilogue_f64`` for one channel group and no index sums, overwriting ``y`` (N, Co, P)
+    float32 (the convolution's own output: no new tensor, and a loop the compiler vectorises
+    without an aliasing check)."""
+    n_img, co_n, pn = y.shape
+    for t in prange(n_img * co_n):
+        n = t // co_n
+        co = t - n * co_n
+        c = const[co]
+        a_h = mh[co]
+        a_l = ml[co]
+        h = hh[co]
+        s = sc[co]
+        row = y[n, co]
+        for p in range(pn):
+            acc = c + np.float64(row[p])
+            v = np.floor((acc * a_h + h + np.floor(acc * a_l * 1.52587890625e-05)) * s) + zo
+            row[p] = min(max(v, lo), hi)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def add_requant_f64_inplace(a, b, ma, mb, half, sc, lo, hi):  # pragma: no cover - jitted
+    """``add_requant_f64`` writing into ``a`` (when nothing reads ``a`` afterwards)."""
+    for i in prange(a.size):
+        v = np.floor((np.float64(a[i]) * ma + np.float64(b[i]) * mb + half) * sc)
+        a[i] = min(max(v, lo), hi)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def add_requant_f64(a, b, ma, mb, half, sc, lo, hi, out):  # pragma: no cover - jitted
     """``add_requant`` with za = zb = zo = 0 (centred codes) in exact float64 arithmetic:
     out = clamp(floor((a*ma + b*mb + half) * sc), lo, hi), sc = 2^-shift; exact while

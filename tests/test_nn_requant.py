@@ -68,3 +68,45 @@ def test_add_requant_f64_is_exact():
             kernels_cpu.add_requant(a, b, 0, ma, 0, mb, 20, 0, lo, hi, rint)
             ref = np.clip((a.astype(np.int64) * ma + b.astype(np.int64) * mb + (1 << 19)) >> 20, lo, hi)
             assert np.array_equal(r64, ref.astype(np.float32)) and np.array_equal(rint, r64), (ma, mb, lo, hi)
+
+
+def test_epilogue_f64_inplace_float32(monkeypatch):
+    """The in-place form (float32 convolution output, one group) on exact float32 integers."""
+    rng = np.random.default_rng(9)
+    co, n, p = 16, 3, 257
+    rs = rng.integers(17, 45, co).astype(np.int64)
+    m0 = rng.integers(2**30, 2**31, co).astype(np.int64)
+    const = rng.integers(-5000, 5000, co).astype(np.int64)
+    acc = np.clip(_accs(rng, m0, rs, (n, co, p), const), -2**24 + 1, 2**24 - 1)
+    L = LayerQ("t", np.zeros((co, 1, 1, 1), np.int32), np.zeros(co, np.int64), m0, rs, 0, 5, -2**40, 2**40,
+               (1, 1), (0, 0), True)
+    y = torch.from_numpy(acc.astype(np.float32)).reshape(n, 1, co, p)
+    ref = epilogue_torch(y, None, 0, L, const)
+    monkeypatch.setattr(engine, "EPILOGUE_F64", True)
+    got = epilogue_numba(y.clone(), None, 0, L, const)
+    assert torch.equal(got, ref) and len(torch.unique(ref)) > 300
+
+
+def test_resnet_qnn_and_axnn_same_with_and_without_float64_requant(monkeypatch):
+    """Whole ResNet8 logits (residual adds in place, in-place epilogues, float32 pooling) equal
+    the int64 kernels' and the torch reference's."""
+    from nn.engine import IntegerEngine
+    from nn.models import build_model
+    from nn.train import quantize_module
+    from tests.nn_fixtures import lowrank_lut
+
+    torch.manual_seed(4)
+    x = np.random.default_rng(4).integers(0, 256, (40, 3, 32, 32), dtype=np.uint8)
+    b = quantize_module(build_model("resnet8", 3, 10).eval(), x, arch="resnet8")
+    real = kernels_cpu.add_requant_f64_inplace
+    for luts in (None, [lowrank_lut(4, 2)] * len(b.layers())):
+        ref = IntegerEngine(b, luts, "torch").logits(x)
+        assert len(np.unique(ref)) > 10
+        monkeypatch.setattr(engine, "EPILOGUE_F64", False)
+        i64 = IntegerEngine(b, luts, "numba", path="lowrank").logits(x, batch=16)
+        monkeypatch.setattr(engine, "EPILOGUE_F64", True)
+        calls = []
+        monkeypatch.setattr(kernels_cpu, "add_requant_f64_inplace", lambda *a: (calls.append(1), real(*a)))
+        f64 = IntegerEngine(b, luts, "numba", path="lowrank").logits(x, batch=16)
+        assert np.array_equal(i64, ref) and np.array_equal(f64, ref)
+        assert len(calls) == 3 * 3  # the three residual adds of each of the 3 batches ran in place
