@@ -483,6 +483,10 @@ class IntegerEngine:
         for i, n in enumerate(g.nodes):
             for inp in n["inputs"]:
                 self.last_use[inp] = max(self.last_use.get(inp, -1), i)
+        for n in reversed(g.nodes):  # a flatten output is a view: its input lives as long as it does
+            if n["op"] == "flatten":
+                src = n["inputs"][0]
+                self.last_use[src] = max(self.last_use[src], self.last_use.get(n["name"], -1))
         self.add_q: dict[str, tuple[int, int, int, int, int, int]] = {}
         qp = bundle.qparams
         for n in g.nodes:
