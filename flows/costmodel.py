@@ -40,10 +40,32 @@ class _CountingFunctional:
         return y
 
 
+def _tflite_layer_macs(bundle: Any) -> dict[str, int]:
+    """Multiplications per image of the CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED layers of
+    an imported TFLite graph, from the validated node shapes: output elements x products per
+    output (conv: C*kh*kw, depthwise: kh*kw, dense: input features)."""
+    from nn.tflite_graph import check_tflite
+
+    shapes = check_tflite(bundle)
+    macs: dict[str, int] = {}
+    for n in bundle.graph.nodes:
+        if n["op"] in ("tfl_conv", "tfl_dwconv", "tfl_fc"):
+            w = bundle.qparams.wq[n["name"]]
+            per_out = int(np.prod(w.shape[1:]))  # depthwise weight (C*m, 1, kh, kw): kh*kw
+            macs[n["name"]] = int(np.prod(shapes[n["name"]])) * per_out
+    return macs
+
+
 def layer_macs(bundle: Any) -> dict[str, int]:
     """Multiplications per image of every approximable layer, in network order."""
     import nn.quant as q
+    from nn.graph_check import is_tflite_graph
 
+    if is_tflite_graph(bundle.graph.nodes):
+        macs = _tflite_layer_macs(bundle)
+        if list(macs) != list(bundle.layers()):
+            raise AssertionError(f"counted layers {list(macs)}, model has {bundle.layers()}")
+        return macs
     module = q.GraphModule(bundle.graph, "float").eval()
     counter = _CountingFunctional(q.F)
     q.F = counter
