@@ -122,8 +122,34 @@ def fq_agreement(bundle: ModelBundle, x: np.ndarray, backend: str = "numba", bat
     return {"top1": float((q.argmax(1) == f.argmax(1)).mean()), "codes": float((q == f).mean())}
 
 
+def _npy_fits(path: Path, what: str) -> None:
+    """Refuse, from the header alone, a .npy file whose declared array is larger than the data it
+    holds (a truncated file, or a header declaring terabytes to make np.load allocate them), and
+    anything that is not a regular file (a FIFO or device would block or never end)."""
+    if path.exists() and not path.is_file():
+        raise AxlabError(f"{path}: not a regular file; a .npy file of {what} is needed")
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(fh)
+            start = fh.tell()
+    except (ValueError, EOFError) as exc:        # not .npy (np.load below says why), or a bad header
+        if "magic" in str(exc).lower():
+            return
+        raise AxlabError(f"{path}: not a readable .npy array of {what} ({exc})") from None
+    except OSError:
+        return                                   # np.load below reports it
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    have = path.stat().st_size - start
+    if need > have:
+        raise AxlabError(f"{path}: .npy header declares {what} of shape {tuple(shape)} ({need} bytes) but the file "
+                         f"holds {have} bytes of data (truncated or forged)")
+
+
 def _load_npy(path: str | Path, what: str) -> np.ndarray:
     try:
+        _npy_fits(Path(path), what)
         a = np.load(path, allow_pickle=False)
     except OSError as exc:
         raise AxlabError(f"cannot read {what} {path}: {exc.strerror or exc}") from None

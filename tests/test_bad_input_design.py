@@ -146,3 +146,53 @@ def test_bad_images_api(case, impl):
     if impl == "q":
         with pytest.raises(AxlabError, match="images must be"):
             fq_agreement(tiny_bundle(), images, backend="torch")
+
+
+# ------------------------------------------------------------- .npy files (eval --images/--labels)
+def _npy_header(shape, descr="|u1") -> bytes:
+    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
+    text += " " * (63 - (len(text) + 10) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode()
+
+
+class _Payload:      # pickled into an object array: would create a file if it were ever unpickled
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+NPY_CASES = {
+    # name -> (write(path, tmp), expected text of the one line)
+    "declares_terabytes": (lambda p, t: p.write_bytes(_npy_header((10**12, 8, 8, 1)) + bytes(64)),
+                           "header declares images of shape (1000000000000, 8, 8, 1)"),
+    "truncated": (lambda p, t: p.write_bytes(_npy_header((4, 8, 8, 1)) + bytes(100)), "the file holds 100 bytes"),
+    "header_length_forged": (lambda p, t: p.write_bytes(b"\x93NUMPY\x02\x00" + (2**31).to_bytes(4, "little") + b"{"),
+                             "not a readable .npy array of images"),
+    "pickled_objects": (lambda p, t: np.save(p, np.array([_Payload(str(t / "PWNED"))], dtype=object), allow_pickle=True),
+                        "not a readable .npy array of images"),
+    "fifo": (lambda p, t: __import__("os").mkfifo(p), "not a regular file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NPY_CASES))
+def test_bad_npy_images_file(tmp_path, case):
+    from nn.api import load_images
+
+    write, expected = NPY_CASES[case]
+    path = tmp_path / "x.npy"
+    write(path, tmp_path)
+    before = tree(tmp_path)
+    with pytest.raises(AxlabError) as info:
+        load_images(path, tiny_bundle())
+    assert expected in str(info.value) and str(path) in str(info.value) and "\n" not in str(info.value)
+    if case == "declares_terabytes":        # and through the CLI: one line, nothing written
+        model = tmp_path / "m.axm"
+        from nn.bundle import save_model
+
+        save_model(tiny_bundle(), model)
+        before = tree(tmp_path)
+        rc, out, err = axlab(["eval", "--model", model, "--images", path])
+        assert_one_line_error(rc, err, expected)
+    assert tree(tmp_path) == before and not (tmp_path / "PWNED").exists()
