@@ -74,6 +74,35 @@ def sweep_png(path: Path, target: str, points: list[dict[str, Any]], front: list
     plt.close(fig)
 
 
+def _identity(args: argparse.Namespace) -> dict[str, Any]:
+    """What a finished point must match to be reused: model sha256, each layer's LUT sha256,
+    target, DSP choice, seed and clock constraint."""
+    from flows.export.devices import get_device
+    from nn.bundle import load_model
+    from nn.design import read_design
+
+    bundle = load_model(Path(args.model))
+    luts = read_design(args.design, bundle)
+    return {"model": bundle.sha256, "luts": [lut.sha256 for lut in luts], "target": args.target, "dsp": args.dsp,
+            "seed": int(args.seed), "freq": float(args.freq or get_device(args.target).freq_mhz)}
+
+
+def _finished(folder: Path, ident: dict[str, Any], lanes: int) -> dict[str, Any] | None:
+    """The manifest of an earlier export of this same point in ``folder`` (the sweep resumes, and
+    points may be exported by separate ``axlab export --lanes L --target T --out DIR/lanes_L``
+    runs), else None. Only the manifest's own record is compared; a changed or foreign folder is
+    exported again (the export replaces it atomically)."""
+    try:
+        m = json.loads((folder / "manifest.json").read_text())
+        q = m["pnr"]
+        same = (m["model"]["sha256"] == ident["model"] and [ly["lut_sha256"] for ly in m["layers"]] == ident["luts"]
+                and m["rtl"]["lanes"] == lanes and q["target"] == ident["target"] and m["dsp"] == ident["dsp"]
+                and q["seed"] == ident["seed"] and float(q["clock_constraint_mhz"]) == ident["freq"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return m if same else None
+
+
 def run_sweep(args: argparse.Namespace) -> int:
     """The CLI's ``--sweep-lanes``: exit 0 when at least one point fits, 2 otherwise."""
     from flows.export import DEFAULT_IMAGES, export, verify
@@ -82,12 +111,15 @@ def run_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images = args.images or DEFAULT_IMAGES
+    ident = _identity(args)
     points: list[dict[str, Any]] = []
     for L in lanes:
-        print(f"sweep: lanes {L}", file=sys.stderr, flush=True)
+        m = _finished(out / f"lanes_{L}", ident, L)
+        print(f"sweep: lanes {L}{' (done before: reused)' if m else ''}", file=sys.stderr, flush=True)
         try:
-            m = export(args.model, args.design, out / f"lanes_{L}", images=images, lanes=L, synth=False,
-                       progress=not args.json, target=args.target, dsp=args.dsp, seed=args.seed, freq=args.freq)
+            if m is None:
+                m = export(args.model, args.design, out / f"lanes_{L}", images=images, lanes=L, synth=False,
+                           progress=not args.json, target=args.target, dsp=args.dsp, seed=args.seed, freq=args.freq)
         except AxlabError as exc:
             if "does not fit" not in str(exc):
                 raise
