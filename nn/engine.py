@@ -312,6 +312,10 @@ class NumbaGather(_GatherBase):
             self.tabs = np.ascontiguousarray(self.table[:, self.wk.astype(np.int64)].transpose(1, 0, 2))
         return self.tabs
 
+    def release(self) -> None:
+        """Drop the expanded tables (rebuilt on the next call that needs them)."""
+        self.tabs = None
+
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         from numba import get_num_threads
 

@@ -170,6 +170,9 @@ class LayerPaths:
         ms, out = self.measure(x)
         best = min(self.cands, key=lambda k: ms[k])  # dict order breaks ties
         store_choice(key, best, ms)
+        for k, m in self.cands.items():  # the losers' per-layer tables (tens of MB) are rebuilt if ever needed
+            if k != best and hasattr(m, "release"):
+                m.release()
         return out, (best, "measured", ms)
 
     def measure(self, x: torch.Tensor, rounds: int = ROUNDS) -> tuple[dict[str, float], torch.Tensor]:
