@@ -94,6 +94,8 @@ def check_identity(where: str | Path, recorded: dict[str, Any], wanted: dict[str
 
 def read_identity(path: Path, what: str) -> dict[str, Any]:
     """The JSON mapping in ``path``; a damaged file is an error naming it (never overwritten)."""
+    if Path(path).exists() and not Path(path).is_file():     # a FIFO or device would block or never end
+        raise AxlabError(f"{path}: the {what} is not a regular file; the output cannot be resumed safely: {HINT}")
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

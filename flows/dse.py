@@ -287,7 +287,8 @@ def run_dse(cfg: dict[str, Any], out_dir: str | Path, progress: bool = True) -> 
     bundle = load_model(cfg["model"])
     mults = expand_multipliers(cfg["multipliers"])
     luts = [resolve(m) for m in mults]  # build every LUT here, before any worker starts
-    out_dir.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be good
+    # the folder is made by its lock, only once the inputs are known to be good; a new folder
+    # that is still empty when the run is refused (e.g. a damaged --store) is removed again
     with contextlib.ExitStack() as locks:      # one writer per DSE folder and per evaluation store
         locks.enter_context(exclusive(out_dir / ".dse.lock", f"DSE folder {out_dir}"))
         if cfg.get("store"):
@@ -321,8 +322,11 @@ def _search(cfg: dict[str, Any], out_dir: Path, bundle: Any, mults: list[str], l
     ckey = context_key({k: v for k, v in ctx.items() if k not in ("model", "multipliers")}
                        | {"multipliers": [lut.name for lut in luts]})
     # a rerun into this folder must ask for the same search (refused before any evaluation)
+    store_path = Path(cfg.get("store") or out_dir / "evals.sqlite")
+    if store_path.exists():      # a damaged or foreign store is refused before the folder is claimed
+        EvalStore(store_path).close()
     claim_folder(out_dir, folder_identity(cfg, bundle.sha256, luts), cfg)
-    store = EvalStore(cfg.get("store") or out_dir / "evals.sqlite")
+    store = EvalStore(store_path)
     objs = [OBJECTIVES[o] for o in cfg["objectives"]]
     max_loss = cfg["max_acc_loss"]
     problem = Problem(n_var=len(layers), n_obj=len(objs), n_ieq_constr=1 if max_loss is not None else 0,

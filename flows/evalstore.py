@@ -20,6 +20,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from hwsim.errors import AxlabError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS evals (key TEXT PRIMARY KEY, context TEXT NOT NULL, genes TEXT NOT NULL,
                                   result TEXT NOT NULL, seconds REAL, created TEXT);
@@ -41,9 +43,15 @@ class EvalStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=60)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=60)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+            self.db.execute("SELECT key, context, genes, result, seconds, created FROM evals LIMIT 1").fetchall()
+            self.db.execute("SELECT key, event, at FROM log LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc:    # another file, a damaged database or another schema
+            raise AxlabError(f"{self.path}: not a usable axlab evaluation store ({exc}); give another --store or "
+                             "delete it") from None
 
     def get(self, key: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT result FROM evals WHERE key = ?", (key,)).fetchone()

@@ -134,6 +134,18 @@ def test_dse_folder_and_store_take_one_writer(dse_env, which):
     assert not (root / "shared.sqlite").exists()
 
 
+def test_dse_damaged_store_is_refused_before_the_folder_is_claimed(dse_env, tmp_path):
+    from flows.dse import run_dse
+
+    store = tmp_path / "store.sqlite"
+    store.write_text("not a database\n" * 50)
+    with pytest.raises(AxlabError) as err:
+        run_dse({**dse_env["base"], "store": str(store)}, tmp_path / "new" / "run", progress=False)
+    assert "not a usable axlab evaluation store" in str(err.value) and "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["store.sqlite"]
+    assert store.read_text() == "not a database\n" * 50
+
+
 def test_dse_cli_refusal_is_one_line(dse_env, capsys):
     root = dse_env["root"]
     b = dse_env["base"]
