@@ -23,8 +23,9 @@ ATTACK_COLS = {"BIM": "bim", "PGD": "pgd", "CW": "cw", "DeepFool": "deepfool", "
 ABBREV = {"MinNet": "M", "ResNet8": "R8", "ResNet24": "R24"}
 
 # known methodological differences, quoted in the notes
-DATA = ("ours: trained on the 50,000 JPEG (quality ~75) CIFAR-10 training images, tested on the 1,017 exact "
-        "official test images; the study: the 60,000 images pooled and split 60/20/20")
+DATA = ("ours: the zoo models trained on the 50,000 JPEG (quality ~75) CIFAR-10 training images (the MLPerf "
+        "ResNet8: MLPerf Tiny's own training), tested on the 1,017 exact official test images; the study: the "
+        "60,000 images pooled and split 60/20/20")
 QAT = "axlab's own QAT (per-channel int8, float64 requantisation) vs the study's TFLite QAT"
 MULS = ("the 13 EvoApprox mul8s of ../shared/evoapprox in axlab's LUTs vs the study's EvoApprox8b library "
         "in TensorFlow")

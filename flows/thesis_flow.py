@@ -344,7 +344,7 @@ class ThesisRunner(StagedRunner):
                     continue
                 if not any_success(adv):
                     skip_note(self.out / "detect" / f"{net}__{attack}.skipped",
-                              f"no successful {attack} adversarial example on the {src.upper()}NN")
+                              f"no successful {attack} adversarial example on the {'FpNN' if src == 'fp' else 'QNN'}")
                     continue
                 axs = [lb for lb, _ in self.impls(net, self.ax) if lb.startswith("ax_")]
                 ax = [self.spec(net, axs[0])] if axs else []

@@ -103,22 +103,23 @@ def test_side_by_side_tables_and_notes(tmp_path):
 
 
 def _stand_in(folder, seed: int):
-    """A MinNet trained for 2 epochs (1 QAT) on a tiny synthetic 32x32 RGB folder: CIFAR-shaped."""
-    from nn.api import save_model
+    """A MinNet trained for 4 epochs (1 QAT) on 1,000 exact CIFAR-10 training images written to a
+    temporary image folder: a weak but input-sensitive CIFAR-shaped model (seconds to train)."""
+    from nn.api import load_dataset, save_model
     from nn.train import train
     from PIL import Image
 
     data = folder / "data"
     if not data.exists():
-        rng = np.random.default_rng(0)
-        for split, n in (("train", 6), ("test", 1)):
-            for c in CLASSES:
+        x, y = load_dataset(f"cifar10:{CIFAR}", "train")
+        for split, per in (("train", 100), ("test", 2)):
+            for k, c in enumerate(CLASSES):
                 (data / split / c).mkdir(parents=True)
-                for i in range(n):
-                    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
-                        data / split / c / f"{i:04d}.png")
+                idx = np.flatnonzero(y == k)[: per] if split == "train" else np.flatnonzero(y == k)[-per:]
+                for i in idx:
+                    Image.fromarray(np.transpose(x[i], (1, 2, 0))).save(data / split / c / f"{i:05d}.png")
     path = folder / f"standin{seed}.axm"
-    save_model(train("minnet", f"folder:{data}", epochs=2, qat=True, qat_epochs=1, seed=seed, threads=1), path)
+    save_model(train("minnet", f"folder:{data}", epochs=4, qat=True, qat_epochs=1, seed=seed, threads=1), path)
     return path
 
 
@@ -142,7 +143,7 @@ def test_thesis_cifar10_flow_end_to_end_on_stand_in(tmp_path, monkeypatch):
         f"multipliers={json.dumps(muls)}", f"reference={study}",
         "dse={pop_size: 2, generations: 1, val_images: 10}", "eval.images=40",
         "attacks.n=2", "attacks.n_by={}", "attacks.ax=[mul8s_1L2J]", "attacks.list=[pgd, onepixel]",
-        "attacks.params={pgd.eps: 0.3, pgd.steps: 5, onepixel.max_pixels: 1, onepixel.generations: 2, "
+        "attacks.params={pgd.eps: 0.3, pgd.alpha: 0.06, pgd.steps: 5, onepixel.max_pixels: 1, onepixel.generations: 2, "
         "onepixel.popsize: 8}",
         "pixels.network=sa", "pixels.n=2",
         "pixels.runs=[{label: NPs, attack: npixels, max_pixels: 3}, {label: IP, attack: ipixels, max_pixels: 2, "
