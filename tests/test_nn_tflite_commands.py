@@ -136,20 +136,35 @@ def test_attack_transfer_detect_on_imported_model(tiny: tuple[Path, str], tmp_pa
     assert (tmp_path / "det" / "detection.csv").exists()
 
 
-def test_flow_run_on_imported_model(tiny: tuple[Path, str], tmp_path: Path) -> None:
-    model, ds = tiny
+def _run_tiny_flow(tmp_path: Path, model: Path, ds: str, stages: str) -> Path:
     flow = tmp_path / "f.yaml"
     flow.write_text(
         f"name: tflite_tiny\nseed: 0\ndataset: '{ds}'\nbackend: torch\n"
         "luts: {multipliers: [mul8s_bi_exact, mul8s_bi_ba0_5]}\n"
         f"train: {{path: '{model}'}}\neval: {{multipliers: false}}\n"
         "dse: {objectives: [area, accuracy], pop_size: 4, generations: 1, val_images: 6, probe_images: 1,"
-        " workers: 1}\nattacks: false\ntransfer: false\ndetect: false\nexport: false\n")
+        f" workers: 1}}\n{stages}export: false\n")
     out = tmp_path / "run"
     assert main(["run", str(flow), "--out", str(out), "--no-progress"]) == 0
     assert (out / "report.md").exists()
     assert json.loads((out / "eval" / "q.json").read_text())["n"] > 0
     assert json.loads((out / "dse" / "pareto.json").read_text())["pareto"]
+    return out
+
+
+def test_flow_run_on_imported_model(tiny: tuple[Path, str], tmp_path: Path) -> None:
+    _run_tiny_flow(tmp_path, *tiny, "attacks: false\ntransfer: false\ndetect: false\n")
+
+
+@pytest.mark.slow
+def test_flow_every_stage_on_imported_model(tiny: tuple[Path, str], tmp_path: Path) -> None:
+    """attacks (FpNN, QNN, one Pareto design), transfer and detect stages too (~50 s)."""
+    out = _run_tiny_flow(tmp_path, *tiny, "attacks: {designs: 1, n: 3, list: [{attack: fgsm, eps: 0.3}]}\n"
+                         "transfer: {attack: fgsm}\ndetect: {attack: fgsm, n_clean: 4}\n")
+    runs = sorted(p.name for p in (out / "attacks").glob("*.jsonl"))
+    assert len(runs) == 3 and runs[1:] == ["fp_fgsm.jsonl", "q_fgsm.jsonl"] and runs[0].startswith("ax_pareto_")
+    assert (out / "transfer" / "transfer_matrix.csv").exists()
+    assert (out / "detect" / "detection.csv").exists()
 
 
 def test_mlperf_flow_file_loads() -> None:
