@@ -92,9 +92,10 @@ def apply_overrides(data: dict[str, Any], sets: list[str], where: str) -> dict[s
         if not sep or not key:
             raise AxlabError(f"--set {item!r}: expected KEY=VALUE, e.g. dse.generations=2")
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise AxlabError(f"--set {item!r}: value is not valid YAML") from None
+            value = _load_yaml(raw)
+        except (yaml.YAMLError, RecursionError, ValueError):
+            raise AxlabError(f"--set {item[:80]!r}: value is not valid YAML (or an alias, a repeated key, nested too "
+                             "deeply)") from None
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
@@ -105,11 +106,41 @@ def apply_overrides(data: dict[str, Any], sets: list[str], where: str) -> dict[s
     return data
 
 
+class _FlowLoader(yaml.SafeLoader):
+    """safe_load that also refuses aliases (``*name``: a few lines of nested aliases expand to
+    billions of items, "billion laughs") and a key given twice in one mapping (YAML would keep
+    the last silently). A flow file needs neither."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            ev = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{ev.anchor} (aliases are not allowed in flow files)",
+                                              ev.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_FlowLoader)     # noqa: S506 - a SafeLoader subclass
+
+
 def load_flow(path: str | Path, sets: list[str] | None = None) -> dict[str, Any]:
     """Read, override and validate a flow file; the result carries its ``kind`` and path."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise AxlabError(f"{path}: not a regular file; a YAML flow file is needed")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _load_yaml(path.read_text())
     except OSError as exc:
         raise AxlabError(f"{path}: cannot read flow file ({exc.strerror})") from None
     except UnicodeDecodeError as exc:
@@ -118,6 +149,10 @@ def load_flow(path: str | Path, sets: list[str] | None = None) -> dict[str, Any]
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise AxlabError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise AxlabError(f"{path}: not a usable flow file (nested too deeply)") from None
+    except ValueError as exc:     # e.g. an integer of more than 4300 digits
+        raise AxlabError(f"{path}: not a usable flow file ({' '.join(str(exc).split())[:120]})") from None
     if data is None or data == {}:
         raise AxlabError(f"{path}: the flow file is empty (nothing to run; see flows/quickstart.yaml for a complete flow)")
     if not isinstance(data, dict):

@@ -16,6 +16,17 @@ ROOT = Path(__file__).resolve().parents[1]
 # case -> (flow file text, extra --set overrides, expected substring of the one error line)
 CASES = {
     "empty": ("", [], "the flow file is empty"),
+    # YAML-level attacks: aliases ("billion laughs"), repeated keys, deep nesting, huge integers, tags
+    "alias_bomb": ("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, n in zip("abcdefgh", "bcdefghi")),
+        [], "alias *a (aliases are not allowed in flow files)"),
+    "alias_in_known_key": ("dse: &d {pop_size: 4}\nname: x\nreport: {notes: *d}\n", [], "alias *d"),
+    "duplicate_key": ("name: a\nname: b\n", [], "key 'name' appears twice"),
+    "duplicate_nested_key": ("dse: {pop_size: 4, pop_size: 6}\n", [], "key 'pop_size' appears twice"),
+    "deep_nesting": ("name: " + "[" * 50000 + "]" * 50000 + "\n", [], "nested too deeply"),
+    "huge_integer": ("seed: " + "9" * 10000 + "\n", [], "not a usable flow file"),
+    "python_tag": ("name: !!python/object/apply:os.system ['echo pwned']\n", [], "could not determine a constructor"),
+    "set_duplicate_key": ("name: x\n", ["dse={pop_size: 4, pop_size: 6}"], "value is not valid YAML"),
     "only_comments": ("# nothing here\n", [], "the flow file is empty"),
     "empty_mapping": ("{}\n", [], "the flow file is empty"),
     "binary": (b"\xff\xfe\x00garbage", [], "not a UTF-8 text flow file"),
