@@ -215,11 +215,7 @@ class ThesisRunner(StagedRunner):
 
         for n in self.nets:
             net, d = n["name"], self.out / "dse" / n["name"]
-            if self.v1(net).exists() or (self.out / "dse" / f"{net}.skipped").exists():
-                continue
-            if not n["float"]:    # flows.costmodel counts MACs on the float twin, which TFLite models lack
-                skip_note(self.out / "dse" / f"{net}.skipped", f"no DSE (so no AxNN v1) on {net}: the cost model "
-                          "counts multiplications on the float network, which an imported TFLite model lacks")
+            if self.v1(net).exists():
                 continue
             dse_cfg = {**{k: v for k, v in cfg.items() if k != "workers"}, "workers": cfg["workers"],
                        "model": self.model(net), "dataset": self.dataset(net), "seed": self.flow["seed"],
