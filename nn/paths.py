@@ -7,7 +7,7 @@ LUT-gather kernels). ``LayerPaths`` holds a layer's candidates; with path ``auto
 every candidate on the first batch of each input shape, checks that their outputs are equal
 over the whole tensor, times them (interleaved rounds, median) and keeps the fastest for that
 shape. The choice is cached in memory and on disk under ``$AXLAB_CACHE/nn_paths``, one small
-JSON file per key (layer shape, LUT sha256, batch size, thread counts, candidate set), written
+JSON file per key (layer shape, LUT sha256, batch size class, thread counts, candidate set), written
 atomically; a corrupt or mismatching file is ignored with a warning and re-measured. A choice
 measured on a busy machine stays until its file is deleted (``rm -r $AXLAB_CACHE/nn_paths``).
 
@@ -131,6 +131,11 @@ def store_choice(key: dict[str, Any], path: str, ms: dict[str, float]) -> None:
 Runner = Callable[[Any, "torch.Tensor"], "torch.Tensor"]
 
 
+def batch_class(n: int) -> int:
+    """The batch size a choice is measured and cached for: ``n`` rounded up to a power of two."""
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
 class LayerPaths:
     """The exact paths of one layer and the choice among them per input shape.
 
@@ -149,7 +154,9 @@ class LayerPaths:
         self.chosen: dict[tuple[int, ...], tuple[str, str, dict[str, float]]] = {}  # shape -> (path, how, ms)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        shape = tuple(x.shape)
+        # batch sizes are grouped by the next power of two: attacks query many small, varying
+        # batches, and timing both paths for every distinct size cost more than it saved
+        shape = (batch_class(int(x.shape[0])),) + tuple(x.shape[1:])
         c = self.chosen.get(shape)
         if c is None:
             if len(self.cands) == 1:
@@ -163,15 +170,16 @@ class LayerPaths:
 
     def _choose(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str, dict[str, float]]]:
         key = choice_key(dict(self.layer_shape, H=int(x.shape[2]), W=int(x.shape[3])), self.lut,
-                         int(x.shape[0]), self.desc)
+                         batch_class(int(x.shape[0])), self.desc)
         rec = None if REMEASURE else load_choice(key)
         if rec is not None:
             return self.run_one(self.cands[rec["path"]], x), (rec["path"], "cache", dict(rec.get("ms") or {}))
         ms, out = self.measure(x)
         best = min(self.cands, key=lambda k: ms[k])  # dict order breaks ties
         store_choice(key, best, ms)
+        in_use = {c[0] for c in self.chosen.values()} | {best}
         for k, m in self.cands.items():  # the losers' per-layer tables (tens of MB) are rebuilt if ever needed
-            if k != best and hasattr(m, "release"):
+            if k not in in_use and hasattr(m, "release"):
                 m.release()
         return out, (best, "measured", ms)
 
