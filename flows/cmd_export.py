@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "with verify: the reference design)")
     p.add_argument("--out", type=out_dir, help="output folder (written atomically; an older export is replaced; "
                                                "required to export)")
+    p.add_argument("--dataset", default=None,
+                   help="test images for the test bench (default: the model's dataset; an imported .tflite model "
+                        "names none, e.g. cifar10:../shared/data/cifar-10-subset)")
     p.add_argument("--images", type=int_range(1, 10000), default=None,
                    help="test images stored for the test bench and simulated by --verify (default 20); "
                         "with verify: how many of the stored images to simulate (default all)")
@@ -78,7 +81,7 @@ def _export(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     m = export(args.model, args.design, args.out, images=args.images, lanes=args.lanes,
                synth=not args.no_synth, progress=not args.json, target=args.target, dsp=args.dsp,
-               seed=args.seed, freq=args.freq)
+               seed=args.seed, freq=args.freq, dataset=args.dataset)
     summary: dict = {"out": args.out, "seconds_export": round(time.perf_counter() - t0, 1),
                      "accuracy": m["accuracy"]["accuracy"],
                      "layers": [(l["layer"], l["multiplier"], l["lanes"]) for l in m["layers"]]}

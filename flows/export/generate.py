@@ -14,8 +14,8 @@ import numpy as np
 
 from flows.export.cycles import cycles_per_image
 from flows.export.folder import (DEFAULT_IMAGES, DEFAULT_LANES, FORMAT, RTL_DIR, RTL_FILES, TB_MODULE, TB_SOURCE,
-                                 TOP, replace_dir, save_npy, sha256_file, write_file)
-from flows.export.memh import params_memh, weights_memh
+                                 TFL_RTL_FILES, TOP, replace_dir, save_npy, sha256_file, write_file)
+from flows.export.memh import params_memh, tfl_params_memh, weights_memh
 from flows.export.multipliers import layer_netlists
 from flows.export.plan import clog2, ident, plan_network
 from flows.export.synth import resources_md, synthesize
@@ -23,27 +23,33 @@ from flows.export.verilog import blackbox_verilog, top_verilog
 from hwsim.errors import AxlabError
 
 
-def _accuracy(bundle: Any, luts: list[Any]) -> dict[str, Any]:
-    """Top-1 accuracy of the design on the model's whole test split (bit-identical numba backend)."""
+def _accuracy(bundle: Any, luts: list[Any], dataset: str) -> dict[str, Any]:
+    """Top-1 accuracy of the design on the dataset's whole test split (bit-identical numba backend;
+    an imported model: argmax of its own output, the SOFTMAX codes, as ``axlab eval``)."""
     from nn.data import load_dataset
     from nn.engine import IntegerEngine
 
-    x, y = load_dataset(bundle.dataset, "test")
+    x, y = load_dataset(dataset, "test")
     pred = IntegerEngine(bundle, luts, "numba").logits(x).argmax(axis=1)
-    return {"dataset": bundle.dataset, "split": "test", "images": int(len(y)),
+    return {"dataset": dataset, "split": "test", "images": int(len(y)),
             "accuracy": round(float((pred == y).mean()), 6)}
 
 
 def export(model: str | Path, design: str | Path, out: str | Path, images: int = DEFAULT_IMAGES,
            lanes: int = DEFAULT_LANES, synth: bool = True, progress: bool = False, target: str | None = None,
-           dsp: str = "never", seed: int = 1, freq: float | None = None) -> dict[str, Any]:
+           dsp: str = "never", seed: int = 1, freq: float | None = None,
+           dataset: str | None = None) -> dict[str, Any]:
     """Write the export folder ``out``; return the manifest. ``images``: test images stored for
     the test bench (the first ``images`` of the model's test split); ``lanes``: multipliers per
     conv/dense layer (output channels computed in parallel); ``synth``: run yosys. ``target``:
     an FPGA of :mod:`.devices` to synthesize (ABC) and place and route for (``pnr/``, see
     :mod:`.pnr`; nextpnr ``seed``, clock constraint ``freq`` in MHz, default the device's);
     ``dsp``: ``auto`` puts exact layers on behavioural multipliers that synthesis maps to DSP
-    blocks (and lets the requantiser use them), ``never`` keeps every multiplier in LUT logic."""
+    blocks (and lets the requantiser use them), ``never`` keeps every multiplier in LUT logic.
+    ``dataset``: where the test images come from (default the model's own; an imported TFLite
+    model names none). An imported TFLite network is planned by :mod:`.plan_tflite` (TFLite's
+    requantiser, ADD and pooling in RTL; the RTL's output is SOFTMAX's input when the graph ends
+    with SOFTMAX, see the manifest's ``output``)."""
     from nn.bundle import load_model
     from nn.data import load_dataset
     from nn.design import load_design_dict, read_design
@@ -74,6 +80,10 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
     out = Path(out)
     model_path = Path(model)
     bundle = load_model(model_path)
+    tfl = any(n["op"].startswith("tfl_") for n in bundle.graph.nodes)
+    dataset = dataset or bundle.dataset
+    if not dataset:
+        raise AxlabError(f"{model_path} names no dataset: give --dataset (the test images for the test bench)")
     d = load_design_dict(design)
     luts = read_design(d, bundle)
     layers = bundle.layers()
@@ -95,16 +105,26 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
     try:
         say("simulating the design in Python")
         engine = IntegerEngine(bundle, luts, "torch")
-        steps, regions, ram_words = plan_network(bundle, engine, lanes)
+        if tfl:
+            from flows.export.plan_tflite import plan_tflite
+
+            steps, regions, ram_words, out_node = plan_tflite(bundle, engine, lanes)
+        else:
+            steps, regions, ram_words = plan_network(bundle, engine, lanes)
+            out_node = bundle.graph.output
         aw = clog2(ram_words)
-        x, _ = load_dataset(bundle.dataset, "test")
+        x, _ = load_dataset(dataset, "test")
         x = np.ascontiguousarray(x[:images])
-        expected = engine.logits(x).astype(np.int32)
-        acc = _accuracy(bundle, luts)
+        if tfl:  # the codes of the node the RTL ends with, in the RAM's (CHW) order
+            expected = engine.run_all(x)[out_node].reshape(len(x), -1).numpy().astype(np.int32)
+        else:
+            expected = engine.logits(x).astype(np.int32)
+        acc = _accuracy(bundle, luts, dataset)
 
         # multipliers: one renamed module per distinct netlist, original copies for provenance
-        rtl_sources = [f"rtl/{f}" for f in RTL_FILES]
-        for f in RTL_FILES:
+        engine_files = RTL_FILES + (TFL_RTL_FILES if tfl else ())
+        rtl_sources = [f"rtl/{f}" for f in engine_files]
+        for f in engine_files:
             write_file(tmp / "rtl" / f, (RTL_DIR / f).read_text())
         by_sha: dict[str, dict[str, Any]] = {}
         used_names: set[str] = set()
@@ -135,7 +155,7 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
             p, L, m = s.params, s.params["_L"], muls[s.layer]
             tag = ident(s.node)
             wtxt, _ = weights_memh(L, p["P"])
-            qtxt, _ = params_memh(L, p["_const"], p["P"])
+            qtxt, _ = (tfl_params_memh if tfl else params_memh)(L, p["_const"], p["P"])
             write_file(tmp / "mem" / f"{tag}_w.memh", wtxt)
             write_file(tmp / "mem" / f"{tag}_q.memh", qtxt)
             # the raw quantised biases (documentation: the RTL uses them folded into const)
@@ -143,7 +163,7 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
             macs = p["CO"] * p["HO"] * p["WO"] * p["C"] * p["KH"] * p["KW"]
             cost = m["cost"]
             layer_info.append({
-                "layer": s.node, "op": "linear" if bundle.graph.by_name[s.node]["op"] == "linear" else "conv",
+                "layer": s.node, "op": "linear" if bundle.graph.by_name[s.node]["op"] in ("linear", "tfl_fc") else "conv",
                 "multiplier": m["multiplier"], "lut_sha256": m["lut_sha256"], "signed": m["signed"],
                 "netlist": {"source_path": m["netlist_path"], "sha256": m["netlist_sha256"], "copy": m["copy"],
                             "module": m["module"], "rtl": m["rtl"], "rtl_module": m["rtl_module"],
@@ -155,7 +175,10 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
                 "quant": {"za": L.za, "zo": L.zo, "lo": L.lo, "hi": L.hi, "stride": list(L.stride),
                           "padding": list(L.padding), "kernel": [int(v) for v in L.w.shape[2:]],
                           "in_channels": int(L.w.shape[1]), "out_channels": int(L.w.shape[0]),
-                          "params_word": "{rs[7:0], m0[31:0], const[31:0]}, const = bias_q - za * sum(w)",
+                          "params_word": ("{shift[7:0], M[31:0], const[31:0]}: TFLite MultiplyByQuantizedMultiplier "
+                                          f"({'single' if p.get('_SINGLE') else 'double'} rounding), "
+                                          "const = bias_q - za * sum(w)") if tfl else
+                                         "{rs[7:0], m0[31:0], const[31:0]}, const = bias_q - za * sum(w)",
                           "weights_word": "lane l (co = g*P + l) in bits [8l+7:8l] of word g*K + k, "
                                           "k = (ci*kh + ky)*kw + kx"},
                 "multiplier_cost": cost,
@@ -171,9 +194,10 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
         write_file(tmp / "tb" / f"{TB_MODULE}.py", TB_SOURCE.read_text())
         save_npy(tmp / "tb" / "images.npy", x)
         save_npy(tmp / "tb" / "expected.npy", expected)
-        out_t = regions[bundle.graph.output]
+        out_t = regions[out_node]
+        classes = int(expected.shape[1])
         cfg = {"in_base": regions["input"].base, "in_shape": list(bundle.input_shape), "out_base": out_t.base,
-               "classes": int(bundle.num_classes), "images": int(len(x)), "top": TOP}
+               "classes": classes, "images": int(len(x)), "top": TOP}
         write_file(tmp / "tb" / "config.json", json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         write_file(tmp / "rtl" / "sources.f", "\n".join(rtl_sources) + "\n")
         write_file(tmp / "synth" / "memories_blackbox.v", blackbox_verilog())
@@ -199,8 +223,9 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
         manifest = {
             "format": FORMAT,
             "model": {"file": model_path.name, "sha256": bundle.sha256, "arch": bundle.arch,
-                      "dataset": bundle.dataset, "input_shape": list(bundle.input_shape),
-                      "classes": int(bundle.num_classes)},
+                      "dataset": dataset, "input_shape": list(bundle.input_shape),
+                      "classes": classes},
+            "output": _output_info(bundle, out_node, classes),
             "design": {"name": d.get("name"), "model": d.get("model")},
             "layers": layer_info,
             "steps": [{"kind": s.kind, "node": s.node} for s in steps],
@@ -212,7 +237,8 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
             "accuracy": acc,
             "rtl": {"top": TOP, "sources": rtl_sources, "lanes": int(lanes)},
             "testbench": {"module": f"tb/{TB_MODULE}.py", "images": int(len(x)),
-                          "reference": "nn.engine.IntegerEngine backend torch (gather-torch)"},
+                          "reference": "nn.engine.IntegerEngine backend torch (gather-torch)"
+                                       + (f", codes of node {out_node}" if tfl else "")},
             "synthesis": synth_summary,
             "cycles_per_image": int(cycles),
             "dsp": dsp,
@@ -228,3 +254,14 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _output_info(bundle: Any, out_node: str, codes: int) -> dict[str, Any]:
+    """What the RTL leaves in RAM: the graph's output, or (an imported model ending with SOFTMAX)
+    SOFTMAX's input, said plainly."""
+    info: dict[str, Any] = {"node": out_node, "codes": codes}
+    if out_node != bundle.graph.output:
+        info["note"] = (f"the RTL stops at {out_node} (int8 codes, co-simulated bit for bit); the model's last "
+                        f"operator {bundle.graph.output} (SOFTMAX) is not in the RTL: its argmax is the same "
+                        "class except where SOFTMAX's int8 codes tie")
+    return info

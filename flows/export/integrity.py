@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.export.folder import FORMAT, RTL_DIR, RTL_FILES, TOP
+from flows.export.folder import FORMAT, RTL_DIR, RTL_FILES, TFL_RTL_FILES, TOP
 from hwsim.errors import AxlabError
 
 MAX_FILE_BYTES = 256 * 2**20  # larger than any export file axlab writes for an 8-bit CNN
@@ -261,6 +261,9 @@ def check_export(root: str | Path) -> CheckedExport:
         raise _fail(root, "manifest.json rtl.sources is not a list")
     for i, rel in enumerate(srcs):
         _rel(root, rel, f"rtl.sources[{i}]")
+    tfl = [f"rtl/{f}" for f in TFL_RTL_FILES]
+    if any(rel in tfl for rel in srcs):  # an imported TFLite network: TFLite's engines, all of them
+        engines += tfl
     if set(srcs) != set(engines) | mul_rtl | {top} or len(srcs) != len(set(srcs)):
         raise _fail(root, "manifest.json rtl.sources is not axlab's engine RTL, the layers' multiplier "
                           f"sources and {top}")

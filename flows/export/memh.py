@@ -36,3 +36,22 @@ def params_memh(L: Any, const: np.ndarray, p: int) -> tuple[str, int]:
             lines.append("0" * 18)
     return "\n".join(lines) + "\n", n
 
+
+
+def tfl_params_memh(L: Any, const: np.ndarray, p: int) -> tuple[str, int]:
+    """Parameter ROM text of an imported TFLite layer: per output channel
+    {shift[7:0] (two's complement, in [-31, 30]), M[31:0] (in [0, 2^31)), const[31:0]} (72 bits),
+    the operands of axlab_tfl_requant."""
+    co = L.w.shape[0]
+    n = -(-co // p) * p
+    lines = []
+    for c in range(n):
+        if c < co:
+            sh, m, k = int(L.shift[c]), int(L.m[c]), int(const[c])
+            if not (-31 <= sh <= 30 and 0 <= m < 2**31 and -2**31 <= k < 2**31):
+                raise AxlabError(f"layer {L.name} channel {c}: parameters out of range (shift {sh}, multiplier {m}, "
+                                 f"const {k})")
+            lines.append(f"{sh & 0xFF:02x}{m:08x}{k & 0xFFFFFFFF:08x}")
+        else:
+            lines.append("0" * 18)
+    return "\n".join(lines) + "\n", n

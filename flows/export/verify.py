@@ -89,7 +89,18 @@ def check_reference(ck: CheckedExport, model: str | Path, design: str | Path) ->
         if lut.sha256 != ly.get("lut_sha256") or net != ly["netlist"].get("sha256"):
             raise AxlabError(f"export {ck.root}: layers[{i}] ({ly.get('layer')}): the design's multiplier {lut.name} "
                              "is not the exported one (LUT or netlist sha256 differs from manifest.json)")
-    ref = IntegerEngine(bundle, luts, "torch").logits(ck.images).astype(np.int32)
+    eng = IntegerEngine(bundle, luts, "torch")
+    node = (ck.manifest.get("output") or {}).get("node")
+    if any(n["op"].startswith("tfl_") for n in bundle.graph.nodes) and node is not None:
+        if node not in bundle.graph.by_name:
+            raise AxlabError(f"export {ck.root}: manifest.json output.node {str(node)[:60]!r} is not a node of {model}")
+        # an imported model's RTL may stop before its last operator (SOFTMAX): that node's codes
+        ref = eng.run_all(ck.images)[node].reshape(len(ck.images), -1).numpy().astype(np.int32)
+    else:
+        ref = eng.logits(ck.images).astype(np.int32)
+    if ref.shape != ck.expected.shape:
+        raise AxlabError(f"export {ck.root}: tb/expected.npy has shape {ck.expected.shape}, the simulator's output of "
+                         f"{model} {ref.shape}")
     bad = np.argwhere(ref != ck.expected)
     if len(bad):
         i, k = (int(v) for v in bad[0])

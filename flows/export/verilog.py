@@ -76,11 +76,43 @@ def top_verilog(steps: list[Step], ram_words: int, aw: int, muls: list[dict[str,
                 v.append(f"  {inst} u_{tag}_mul{lane} (.A(s{i}_mul_a), .B(s{i}_mul_b[{8 * lane} +: 8]), "
                          f".O(s{i}_mul_o[{ow * lane} +: {ow}]));")
         elif s.kind == "pool":
-            v.append(f"  axlab_pool_engine #({_vparams(p)}, .AW(AW)) u_{ident(s.node)} ({io});")
+            mod = "axlab_tfl_pool_engine" if p.get("_tfl") else "axlab_pool_engine"
+            v.append(f"  {mod} #({_vparams(p)}, .AW(AW)) u_{ident(s.node)} ({io});")
         else:
-            v.append(f"  axlab_add_engine #({_vparams(p)}, .AW(AW)) u_{ident(s.node)} ({io});")
-    # one requantiser, fed by the running conv/dense step
-    v += ["  reg [31:0] rq_acc, rq_m0;", "  reg [7:0] rq_rs, rq_zo, rq_lo;", "  always @* begin",
+            mod = "axlab_tfl_add_engine" if p.get("_tfl") else "axlab_add_engine"
+            v.append(f"  {mod} #({_vparams(p)}, .AW(AW)) u_{ident(s.node)} ({io});")
+    if any(s.params.get("_tfl") for s in steps if s.kind == "conv"):
+        v += _tfl_requant(steps)
+    else:
+        v += _axlab_requant(steps)
+    v += _ram_and_sequencer(steps, ram_words, ns)
+    return "\n".join(v)
+
+
+def _tfl_requant(steps: list[Step]) -> list[str]:
+    """TFLite's requantiser (axlab_tfl_requant), fed by the running conv/dense step: per channel
+    {shift, M} from the layer's parameter ROM, per layer the rounding (single for dense) and the
+    fused activation's range."""
+    v = ["  reg [31:0] rq_acc, rq_m;", "  reg [7:0] rq_shift, rq_zo, rq_lo, rq_hi;", "  reg rq_single;",
+         "  always @* begin",
+         "    rq_acc = 32'd0; rq_m = 32'd0; rq_shift = 8'd0; rq_single = 1'b0; rq_zo = 8'd0; rq_lo = 8'h80; "
+         "rq_hi = 8'h7f;", "    case (step)"]
+    for i, s in enumerate(steps):
+        if s.kind == "conv":
+            p = s.params
+            zo, lo, hi = p["ZO"] & 255, p["LO"] & 255, p["_HI"] & 255
+            v.append(f"      {i}: begin rq_acc = s{i}_epi_acc; rq_m = s{i}_epi_scale[31:0]; "
+                     f"rq_shift = s{i}_epi_scale[39:32]; rq_single = 1'b{p['_SINGLE']}; rq_zo = 8'h{zo:02x}; "
+                     f"rq_lo = 8'h{lo:02x}; rq_hi = 8'h{hi:02x}; end")
+    v += ["      default: ;", "    endcase", "  end",
+          "  axlab_tfl_requant u_requant (.acc(rq_acc), .mult(rq_m), .shift(rq_shift), .single(rq_single), "
+          ".zo(rq_zo), .lo(rq_lo), .hi(rq_hi), .q(rq_q));"]
+    return v
+
+
+def _axlab_requant(steps: list[Step]) -> list[str]:
+    """axlab's own requantiser, fed by the running conv/dense step."""
+    v = ["  reg [31:0] rq_acc, rq_m0;", "  reg [7:0] rq_rs, rq_zo, rq_lo;", "  always @* begin",
           "    rq_acc = 32'd0; rq_m0 = 32'd0; rq_rs = 8'd1; rq_zo = 8'd0; rq_lo = 8'h80;", "    case (step)"]
     for i, s in enumerate(steps):
         if s.kind == "conv":
@@ -89,6 +121,12 @@ def top_verilog(steps: list[Step], ram_words: int, aw: int, muls: list[dict[str,
                      f"rq_rs = s{i}_epi_scale[39:32]; rq_zo = 8'h{zo:02x}; rq_lo = 8'h{lo:02x}; end")
     v += ["      default: ;", "    endcase", "  end",
           "  axlab_requant u_requant (.acc(rq_acc), .m0(rq_m0), .rs(rq_rs), .zo(rq_zo), .lo(rq_lo), .q(rq_q));"]
+    return v
+
+
+def _ram_and_sequencer(steps: list[Step], ram_words: int, ns: int) -> list[str]:
+    """RAM port multiplexing, the activation RAM and the step sequencer."""
+    v: list[str] = []
     # RAM port multiplexing: reads by the running step (else the peek port), writes by whoever writes
     v += ["  reg [AW-1:0] ram_raddr;", "  always @* begin", "    ram_raddr = peek_addr;",
           "    if (running) case (step)"]
@@ -121,7 +159,7 @@ def top_verilog(steps: list[Step], ram_words: int, aw: int, muls: list[dict[str,
           "    end",
           "  end",
           "endmodule", ""]
-    return "\n".join(v)
+    return v
 
 
 def blackbox_verilog() -> str:
