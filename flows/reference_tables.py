@@ -174,8 +174,18 @@ def side_4_7(study: dict, cross: list[dict]) -> tuple[list[list[str]], str]:
     return rows, note
 
 
-def side_3_4(study: dict, row_net: str, success: dict, n_max: int) -> tuple[list[list[str]], str]:
-    """Table 3.4: success % of ``success[label]`` (NPs, OP, SimBA, BIM, PGD) on one network."""
+def stand_in(row_net: str, row_study: str | None) -> str:
+    """A note that ``row_net`` stands in for the study's ResNet24 ('' when it is a ResNet24)."""
+    if row_study == "ResNet24":
+        return ""
+    return (f" Ours on {row_net}{f' ({row_study})' if row_study else ''} as a STAND-IN for the study's ResNet24 "
+            "(not trained here), so the rows compare different networks.")
+
+
+def side_3_4(study: dict, row_net: str, success: dict, n_max: int,
+             row_study: str | None = "ResNet24") -> tuple[list[list[str]], str]:
+    """Table 3.4: success % of ``success[label]`` (NPs, OP, SimBA, BIM, PGD) on one network
+    (``row_study``: the study network it is; anything but ResNet24 is noted as a stand-in)."""
     r = next((x for x in study.get("3.4", []) if x.get("network") == "ResNet24"), {})
     have = bool(r)
     cols = ["NPs", "OP", "SimBA", "BIM", "PGD"]
@@ -184,11 +194,12 @@ def side_3_4(study: dict, row_net: str, success: dict, n_max: int) -> tuple[list
             [row_net] + [_pair(success.get(c), r.get(c), ".1f", have) for c in cols]]
     note = (f"{_gap([(success.get(c), _num(r.get(c))) for c in cols])}; {SMALL.format(n=n_max)}. NPs successes "
             f"count only with PSNR >= 30 dB (omega_w = 70) as in the study. {DATA}; the study's ResNet24 "
-            "row only (its other rows are other data sets).")
+            "row only (its other rows are other data sets)." + stand_in(row_net, row_study))
     return rows, note
 
 
-def side_3_7(study: dict, stats: dict, n_max: int) -> tuple[list[list[str]], str]:
+def side_3_7(study: dict, stats: dict, n_max: int, row_net: str = "",
+             row_study: str | None = "ResNet24") -> tuple[list[list[str]], str]:
     """Table 3.7: per run label (IP, OP1, OP1%, SQ, PX) success %, L0, Linf, PSNR, queries
     (``stats[label]`` = {success, l0, linf, psnr, queries}; each metric a 'mean±var' string)."""
     rows_s = {r["attack"]: r for r in study.get("3.7", [])}
@@ -206,7 +217,7 @@ def side_3_7(study: dict, stats: dict, n_max: int) -> tuple[list[list[str]], str
         rows.append(row)
     note = (f"Success: {_gap(pairs)}; {SMALL.format(n=n_max)}. Metrics mean±variance over successful images; "
             "our L0 counts changed channel values (the study's unit is not stated), Linf in [0, 1]; the study's "
-            f"SQ row is printed shifted. {DATA}.")
+            f"SQ row is printed shifted. {DATA}." + stand_in(row_net, row_study))
     return rows, note
 
 

@@ -267,8 +267,9 @@ def _pixels_blocks(run: Path, cfg: dict[str, Any], study: dict, have: bool) -> l
     b.append(("table", [head] + rows))
     if skipped:
         b.append(("p", f"Not run: {', '.join(skipped)} (see the .skipped notes in pixels/)."))
-    _side(b, "Table 3.4", rt.side_3_4(study, px["network"], success, n_max), have)
+    row_study = next((n.get("study") for n in _nets(cfg) if n["name"] == px["network"]), None)
+    _side(b, "Table 3.4", rt.side_3_4(study, px["network"], success, n_max, row_study), have)
     t37 = {k: v for k, v in stats.items() if k in ("IP", "OP1", "OP1%", "SQ", "PX")}
     if t37:
-        _side(b, "Table 3.7", rt.side_3_7(study, t37, n_max), have)
+        _side(b, "Table 3.7", rt.side_3_7(study, t37, n_max, px["network"], row_study), have)
     return b

@@ -94,10 +94,14 @@ def test_side_by_side_tables_and_notes(tmp_path):
              {"source": ("m", "ax_v1", "MinNet", 0), "target": ("m", "ax_b", "MinNet", 1), "rate": 2.0}]
     rows, _ = rt.side_4_7(study, cross)
     assert rows[0][1:] == ["r:q [QR24]", "m:ax_b [AxC1M]"] and rows[1][1:] == ["1.0 / 21.5", "2.0 / 19.5"]
-    rows, _ = rt.side_3_4(study, "r", {"NPs": 20.0, "OP1": 30.0}, 4)
-    assert rows[1][1:3] == ["20.0 / 24.5", "30.0 / 25.5"]
-    rows, _ = rt.side_3_7(study, {"IP": {"success": 9.0, "l0": "3.00±1.00"}}, 4)
-    assert rows[1][:3] == ["IP", "9.0 / 29.5", "3.00±1.00 / 1±0"]
+    rows, note = rt.side_3_4(study, "r", {"NPs": 20.0, "OP1": 30.0}, 4)
+    assert rows[1][1:3] == ["20.0 / 24.5", "30.0 / 25.5"] and "STAND-IN" not in note
+    rows, note = rt.side_3_7(study, {"IP": {"success": 9.0, "l0": "3.00±1.00"}}, 4)
+    assert rows[1][:3] == ["IP", "9.0 / 29.5", "3.00±1.00 / 1±0"] and "STAND-IN" not in note
+    # another network in the ResNet24 row (e.g. the float ResNet8 while ResNet24 is untrained) is said so
+    for note in (rt.side_3_4(study, "r8", {"NPs": 20.0}, 4, "ResNet8")[1],
+                 rt.side_3_7(study, {"IP": {"success": 9.0}}, 4, "r8", "ResNet8")[1]):
+        assert "Ours on r8 (ResNet8) as a STAND-IN for the study's ResNet24" in note
     rows, _ = rt.side_4_3({}, nets, {("m", "q"): 20.0}, {})   # no study: our figures only
     assert rows[1][2] == "20.00" and "study" not in " ".join(rows[0])
 
