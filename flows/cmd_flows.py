@@ -32,6 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--workers", type=positive_int, default=2, help="local worker processes")
     d.add_argument("--store", type=out_file, default=None, help="evaluation store (default OUT/evals.sqlite)")
     d.add_argument("--out", type=out_dir, required=True, help="run folder")
+    d.add_argument("--hw-cost", default="model", choices=["model", "synth"],
+                   help="synth: after the search, export, synthesize and place and route every design of the final "
+                        "front on --hw-target (OUT/hw_synth.md: LUTs and Fmax beside the model's area, Spearman rank "
+                        "correlation; minutes to an hour per design); model (default): the area model only")
+    d.add_argument("--hw-target", default="ecp5-85k", help="FPGA for --hw-cost synth (axlab export --target names)")
+    d.add_argument("--hw-lanes", type=int_range(1, 256), default=1, help="lanes of the busiest layer for --hw-cost synth")
+    d.add_argument("--hw-dsp", default="never", choices=["auto", "never"], help="DSP blocks for --hw-cost synth")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_dse)
 
@@ -61,7 +68,8 @@ def cmd_dse(args) -> int:
            "objectives": args.objectives.split(","), "max_acc_loss": args.max_acc_loss, "pop_size": args.pop,
            "generations": args.gens, "val_images": args.val_images, "probe_images": args.probe_images,
            "attack": args.attack, "backend": args.backend, "seed": args.seed, "executor": args.executor,
-           "scheduler": args.scheduler, "workers": args.workers, "store": args.store}
+           "scheduler": args.scheduler, "workers": args.workers, "store": args.store, "hw_cost": args.hw_cost,
+           "hw_target": args.hw_target, "hw_lanes": args.hw_lanes, "hw_dsp": args.hw_dsp}
     if params is not None:
         cfg["attack_params"] = params
     res = run_dse(cfg, args.out, progress=not args.no_progress)
@@ -70,6 +78,10 @@ def cmd_dse(args) -> int:
     for p in res.pareto:
         print("  " + " ".join(p["multipliers"]) + "  " + json.dumps({k: round(p[k], 4) for k in
               ("area_um2", "power_mw", "acc_loss", "vulnerability") if k in p}))
+    if res.hw is not None:
+        from flows.hwcost import correlation_text
+
+        print(f"{correlation_text(res.hw)} -> {Path(args.out) / 'hw_synth.md'}")
     return 0
 
 

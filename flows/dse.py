@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "probe_images": 16, "attack": "square", "attack_params": {"n_queries": 100, "eps": 16 / 255}, "pop_size": 16,
     "generations": 6, "seed": 0, "backend": "numba", "executor": "local", "workers": None,
     "scheduler": None, "data_seed": 0,
+    # synthesis-backed hardware cost of the final front (flows.hwcost); not part of the search
+    "hw_cost": "model", "hw_target": "ecp5-85k", "hw_lanes": 1, "hw_dsp": "never",
 }
 
 
@@ -203,6 +205,7 @@ class DseResult:
     evaluations: list[dict[str, Any]]
     history: list[dict[str, Any]]
     computed: int
+    hw: dict[str, Any] | None = None   # flows.hwcost.synth_front's result with hw_cost: synth
 
 
 def expand_multipliers(spec: Any) -> list[str]:
@@ -262,6 +265,9 @@ def check_dse_config(cfg: dict[str, Any]) -> None:
         raise AxlabError(f"--scheduler {cfg['scheduler']}: only used with --executor dask")
     if "robustness" in objs:
         resolve_params(cfg["attack"], cfg["attack_params"])
+    from flows.hwcost import check_hw_config
+
+    check_hw_config(cfg)
 
 
 def _dominance_front(F: np.ndarray) -> np.ndarray:
@@ -293,7 +299,12 @@ def run_dse(cfg: dict[str, Any], out_dir: str | Path, progress: bool = True) -> 
         locks.enter_context(exclusive(out_dir / ".dse.lock", f"DSE folder {out_dir}"))
         if cfg.get("store"):
             locks.enter_context(exclusive(f"{cfg['store']}.lock", f"DSE evaluation store {cfg['store']}"))
-        return _search(cfg, out_dir, bundle, mults, luts, progress)
+        result = _search(cfg, out_dir, bundle, mults, luts, progress)
+        if cfg["hw_cost"] == "synth":  # the final front through synthesis and place and route
+            from flows.hwcost import synth_front
+
+            result.hw = synth_front(cfg, out_dir, result.pareto, progress)
+        return result
 
 
 def _search(cfg: dict[str, Any], out_dir: Path, bundle: Any, mults: list[str], luts: list[Any],

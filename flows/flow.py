@@ -39,7 +39,8 @@ SCHEMA: dict[str, Any] = {
     "dse": {"objectives": (list, ["area", "power", "accuracy", "robustness"]), "max_acc_loss": ((int, float), None),
             "pop_size": (int, 16), "generations": (int, 6), "val_images": (int, 300), "probe_images": (int, 12),
             "attack": (str, "square"), "attack_params": (dict, {"n_queries": 100, "eps": 16 / 255}),
-            "workers": (int, 2), "executor": (str, "local"), "scheduler": (str, None)},
+            "workers": (int, 2), "executor": (str, "local"), "scheduler": (str, None),
+            "hw_cost": (str, "model"), "hw_target": (str, "ecp5-85k"), "hw_lanes": (int, 1), "hw_dsp": (str, "never")},
     "attacks": {"designs": (int, 2), "n": (int, 20), "list": (list, [{"attack": "pgd"}]), "batch": (int, 10)},
     "transfer": {"attack": (str, "pgd")},
     "detect": {"attack": (str, "pgd"), "n_clean": (int, 100)},
@@ -404,6 +405,8 @@ class FlowRunner(StagedRunner):
         design = self.best_design(pareto, cfg["max_acc_loss"])
         args = ["export", "--model", self.model, "--design", design, "--out", str(self.out / "export"),
                 "--images", str(cfg["images"])] + (["--verify"] if cfg["verify"] else [])
+        if str(self.model).lower().endswith(".tflite"):  # an imported model names no dataset of its own
+            args += ["--dataset", self.flow["dataset"]]
         self.axlab(*args, stdout=self.out / "export.log")
 
     def stage_report(self, cfg: dict[str, Any]) -> None:

@@ -102,6 +102,14 @@ def _pipeline_blocks(run: Path) -> list[Block]:
                                     for k, p in enumerate(d["pareto"])]))
         b.append(("img", "dse/pareto_scatter.png"))
         b.append(("img", "dse/hypervolume.png"))
+    hw = run / "dse" / "hw_synth.json"
+    if hw.exists():  # dse hw_cost: synth
+        from flows.hwcost import correlation_text, hw_table
+
+        d = json.loads(hw.read_text())
+        b.append(("h3", "Pareto front after synthesis and place and route"))
+        b.append(("p", correlation_text(d)))
+        b.append(("table", hw_table(d)))
 
     att = run / "attacks"
     if att.is_dir():
