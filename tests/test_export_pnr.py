@@ -163,3 +163,47 @@ def test_tiny_network_placed_routed_and_cosimulated(tmp_path, capsys, monkeypatc
                "--images", "2", "--lanes", "2", "--no-synth", "--target", "ice40-up5k"])
     err = capsys.readouterr().err
     assert rc == 2 and "does not fit --target ice40-up5k" in err and "ICESTORM_LC" in err and not out2.exists()
+
+
+def _minnet_export_args(tmp_path: Path) -> list[str]:
+    """The quickstart's chosen MinNet design (per layer mul8s_bi_tr4, tr3, exact, tr2) on a quick
+    QAT MinNet: the memories, and so the block RAM, are the quickstart model's."""
+    from nn.bundle import save_model
+    from nn.design import write_design
+    from tests.nn_fixtures import minnet_qat
+
+    b = minnet_qat()
+    model = save_model(b, tmp_path / "minnet.axm")
+    write_design(b, ["mul8s_bi_tr4", "mul8s_bi_tr3", "mul8s_bi_exact", "mul8s_bi_tr2"], tmp_path / "qs.json")
+    return ["export", "--model", str(model), "--design", str(tmp_path / "qs.json"), "--images", "1", "--lanes", "1",
+            "--no-synth"]
+
+
+@pytest.mark.slow
+@needs_tools
+def test_minnet_places_and_routes_on_the_ecp5_45k_and_cosimulates(tmp_path, capsys):
+    """MinNet, lanes 1, on its smallest ECP5 (about an hour on a quiet core): placed and routed,
+    101 of the 108 EBRs, and the same RTL bit-exact in the co-simulation."""
+    from flows.cli import main
+
+    out = tmp_path / "hw45"
+    rc = main(_minnet_export_args(tmp_path) + ["--out", str(out), "--target", "ecp5-45k", "--verify", "--json"])
+    s = json.loads(capsys.readouterr().out)
+    assert rc == 0 and s["verify"]["bit_exact"] == 1 and s["verify"]["cycles_per_image"] == [s["cycles_per_image"]]
+    q = json.loads((out / "manifest.json").read_text())["pnr"]
+    assert 96 <= q["resources"]["bram"] <= 108 and q["resources"]["dsp"] == 0
+    assert q["fmax"]["clk"]["achieved_mhz"] > 5 and q["latency_us"] > 0
+
+
+@pytest.mark.slow
+@needs_tools
+def test_minnet_does_not_fit_the_ecp5_25k(tmp_path, capsys):
+    """fc1's 2304 x 64 weight bytes alone exceed the 25k's 56 EBRs: the export stops with one
+    line naming DP16KD and the excess, and leaves no folder."""
+    from flows.cli import main
+
+    out = tmp_path / "hw25"
+    assert main(_minnet_export_args(tmp_path) + ["--out", str(out), "--target", "ecp5-25k"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit --target ecp5-25k" in err and "(DP16KD)" in err and "used of 56, over by" in err, err
+    assert err.count("\n") == 1 and not out.exists()
