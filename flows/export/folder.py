@@ -12,8 +12,9 @@ import numpy as np
 RTL_DIR = Path(__file__).resolve().parents[2] / "rtl"
 RTL_FILES = ("axlab_act_ram.v", "axlab_rom.v", "axlab_requant.v", "axlab_conv_engine.v", "axlab_pool_engine.v",
              "axlab_add_engine.v", "axlab_mul_exact.v")
-# added to an export of an imported TFLite network (TFLite's requantiser, ADD, pooling)
-TFL_RTL_FILES = ("axlab_tfl_requant.v", "axlab_tfl_add_engine.v", "axlab_tfl_pool_engine.v")
+# added to an export of an imported TFLite network (TFLite's requantiser, ADD, pooling, SOFTMAX)
+TFL_RTL_FILES = ("axlab_tfl_requant.v", "axlab_tfl_add_engine.v", "axlab_tfl_pool_engine.v",
+                 "axlab_tfl_softmax_engine.v")
 TB_MODULE = "axlab_export_tb"
 TB_SOURCE = Path(__file__).resolve().parent / f"{TB_MODULE}.py"
 TOP = "axlab_net_top"

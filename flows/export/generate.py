@@ -186,6 +186,14 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
                 "est_power_mw": None if cost.get("power_mw") is None else round(cost["power_mw"] * p["P"], 5),
             })
 
+        tables = []
+        for s in steps:  # SOFTMAX: the model's exp table (256 x int32, Q0.31)
+            if s.kind == "softmax":
+                rel = f"mem/{ident(s.node)}_exp.memh"
+                write_file(tmp / rel, "".join(f"{int(v):08x}\n" for v in s.params["_table"]))
+                tables.append({"node": s.node, "file": rel, "words": 256, "hex_digits": 8,
+                               "content": "exp_on_negative_values(mbqm(-d, mult, left)) for d = max - code in "
+                                          "0..255, 0 below diff_min (Q0.31)"})
         top = top_verilog(steps, ram_words, aw, muls)
         write_file(tmp / "rtl" / f"{TOP}.v", top)
         rtl_sources.append(f"rtl/{TOP}.v")
@@ -226,6 +234,7 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
                       "dataset": dataset, "input_shape": list(bundle.input_shape),
                       "classes": classes},
             "output": _output_info(bundle, out_node, classes),
+            "tables": tables,
             "design": {"name": d.get("name"), "model": d.get("model")},
             "layers": layer_info,
             "steps": [{"kind": s.kind, "node": s.node} for s in steps],

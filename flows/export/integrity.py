@@ -36,7 +36,7 @@ MAX_FILE_BYTES = 256 * 2**20  # larger than any export file axlab writes for an 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _REL_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*")
 # the only string literals the generated top contains: its ROM files
-_ROM_FILE = re.compile(r'"(mem/[A-Za-z0-9_]+_[wq]\.memh)"')
+_ROM_FILE = re.compile(r'"(mem/[A-Za-z0-9_]+_(?:w|q|exp)\.memh)"')
 # keywords the generator writes into the top level; any other Verilog keyword is refused
 TOP_KEYWORDS = frozenset({"module", "endmodule", "input", "output", "wire", "reg", "localparam", "integer",
                           "always", "begin", "end", "case", "endcase", "default", "if", "else", "assign", "posedge"})
@@ -252,6 +252,15 @@ def check_export(root: str | Path) -> CheckedExport:
             raise _fail(root, f"{copy} is not the netlist {key}.netlist.sha256 names")
         tool_text(_text(root, copy, data), root / copy)  # provenance copy: must still pass the netlist check
         mul_rtl.add(_rel(root, net.get("rtl"), f"{key}.netlist.rtl"))
+
+    # tables of an imported TFLite network's SOFTMAX (256 int32 words each)
+    tables = m.get("tables", [])
+    if not isinstance(tables, list):
+        raise _fail(root, "manifest.json tables is not a list")
+    for i, tb_ in enumerate(tables):
+        rel = _rel(root, tb_.get("file") if isinstance(tb_, dict) else None, f"tables[{i}].file")
+        ck.memories[rel] = check_memh(root, rel, _text(root, rel, listed(rel, f"tables[{i}].file")), 8, 256)
+        roms.add(rel)
 
     # Verilog, in the order the manifest lists it: axlab's engines, the multipliers, the top
     srcs = m["rtl"].get("sources")

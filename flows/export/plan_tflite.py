@@ -12,8 +12,9 @@ steps that implement the model's OWN integer arithmetic:
   half away from zero);
 * RESHAPE -> no step (the RAM region is reused; a FULLY_CONNECTED layer reading a flattened
   feature map gets its weight columns reordered from TFLite's NHWC order to the RAM's CHW order);
-* SOFTMAX as the graph's last operator -> axlab_tfl_softmax_engine when ``softmax`` is true,
-  else the RTL stops at SOFTMAX's input (the last FULLY_CONNECTED output codes).
+* SOFTMAX as the graph's last operator -> axlab_tfl_softmax_engine (LiteRT's int8 softmax: the
+  model's exp table in a 256-word ROM, the reciprocal by gemmlowp's Newton-Raphson) when
+  ``softmax`` is true (default), else the RTL stops at SOFTMAX's input.
 
 Anything else (DEPTHWISE_CONV_2D, MEAN, PAD, QUANTIZE, ...) is refused with one line naming the
 op and the node: the export never writes Verilog it cannot co-simulate bit for bit.
@@ -60,7 +61,7 @@ def _refuse(op: str, name: str, why: str = "") -> AxlabError:
                       f"{why} (supported: {', '.join(SUPPORTED)})")
 
 
-def plan_tflite(bundle: Any, engine: Any, lanes: int, softmax: bool = False
+def plan_tflite(bundle: Any, engine: Any, lanes: int, softmax: bool = True
                 ) -> tuple[list[Step], dict[str, Tensor], int, str]:
     """Steps, RAM layout (every tensor its own CHW region; reshapes alias), RAM size and the name
     of the node whose codes the RTL leaves in RAM (the graph's output, or SOFTMAX's input)."""
@@ -175,7 +176,12 @@ def plan_tflite(bundle: Any, engine: Any, lanes: int, softmax: bool = False
             if not softmax:
                 out_name = src_name
                 break
-            raise _refuse(op, name, ": SOFTMAX in RTL is not implemented")
+            if src.size > 512:
+                raise _refuse(op, name, f": {src.size} codes (at most 512: the output division by a power of two "
+                                        "must stay within 31 bits)")
+            out = alloc(name, src.c, 1, 1)
+            steps.append(Step("softmax", name, {"N": src.size, "IN_BASE": src.base, "OUT_BASE": out.base,
+                                                "_table": softmax_table(*engine.misc[name]), "_tfl": True}))
         else:
             raise _refuse(op, name, " yet" if op == "tfl_dwconv" else "")
     out_t = regions[out_name]
@@ -185,6 +191,23 @@ def plan_tflite(bundle: Any, engine: Any, lanes: int, softmax: bool = False
     del out_t
     assign_lanes([s for s in steps if s.kind == "conv"], lanes)
     return steps, regions, top, out_name
+
+
+def softmax_table(mult: int, left: int, diff_min: int) -> np.ndarray:
+    """The exp ROM of a SOFTMAX node (256 int32, Q0.31): entry d = exp of the scaled input
+    difference -d (d = max code - code), 0 where -d < diff_min; computed with nn.tflite_ops'
+    own functions, the ones its softmax_int8 applies per element."""
+    import torch
+
+    from nn.tflite_ops import exp_on_negative_values, mbqm
+
+    diff = -torch.arange(256, dtype=torch.int64)
+    e = exp_on_negative_values(mbqm(diff, int(mult), int(left)))
+    e = torch.where(diff >= int(diff_min), e, torch.zeros_like(e))
+    out = e.numpy().astype(np.int64)
+    if out.min() < 0 or out.max() >= 2**31:
+        raise AxlabError(f"softmax exp table out of range [{out.min()}, {out.max()}]")
+    return out
 
 
 def _trivial(chw: tuple[int, int, int]) -> bool:

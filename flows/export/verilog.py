@@ -75,6 +75,13 @@ def top_verilog(steps: list[Step], ram_words: int, aw: int, muls: list[dict[str,
                 inst = f"axlab_mul_exact #(.OW({ow}))" if m.get("dsp") else m["rtl_module"]
                 v.append(f"  {inst} u_{tag}_mul{lane} (.A(s{i}_mul_a), .B(s{i}_mul_b[{8 * lane} +: 8]), "
                          f".O(s{i}_mul_o[{ow * lane} +: {ow}]));")
+        elif s.kind == "softmax":
+            tag = ident(s.node)
+            v += [f"  wire [7:0] s{i}_t_addr;", f"  wire [31:0] s{i}_t_data;",
+                  f"  axlab_rom #(.WIDTH(32), .DEPTH(256), .AW(8), .FILE(\"mem/{tag}_exp.memh\")) "
+                  f"u_{tag}_trom (.clk(clk), .addr(s{i}_t_addr), .data(s{i}_t_data));",
+                  f"  axlab_tfl_softmax_engine #({_vparams(p)}, .AW(AW)) u_{tag} ({io}, .t_addr(s{i}_t_addr), "
+                  f".t_data(s{i}_t_data));"]
         elif s.kind == "pool":
             mod = "axlab_tfl_pool_engine" if p.get("_tfl") else "axlab_pool_engine"
             v.append(f"  {mod} #({_vparams(p)}, .AW(AW)) u_{ident(s.node)} ({io});")
