@@ -105,17 +105,47 @@ def test_memory_is_block_ram_and_report_written(tmp_path):
 
 @needs_tools
 def test_over_full_design_does_not_fit(tmp_path):
-    """128 KiB of activation RAM needs 64 of the ECP5-25k's 56 EBRs: one line naming the block
-    RAM and the excess of 8."""
+    """120,000 bytes of activation RAM pass the check before synthesis (52.1 EBRs' worth of bits)
+    but need more than the ECP5-25k's 56 EBRs at 2k x 9: nextpnr's count, one line naming the block
+    RAM and the excess."""
     from flows.export.devices import get_device
     from flows.export.pnr import place_and_route
 
     root = tmp_path / "x"
-    src = _memory_top(root, 2**17, 17)
+    src = _memory_top(root, 120_000, 17)
     with pytest.raises(AxlabError) as err:
         place_and_route(root, src, 17, get_device("ecp5-25k"), False, 1, None, cycles=1, input_bytes=1, classes=1)
     msg = str(err.value)
-    assert "does not fit --target ecp5-25k" in msg and "DP16KD" in msg and "64 used of 56, over by 8" in msg, msg
+    assert "does not fit --target ecp5-25k" in msg and "DP16KD" in msg and "used of 56, over by" in msg, msg
+    assert "before synthesis" not in msg and "\n" not in msg and (root / "pnr" / "nextpnr.log").is_file()
+
+
+def test_memories_over_the_block_ram_refused_before_synthesis(tmp_path):
+    """MinNet's memories (as the generated top instantiates them) against the ECP5-25k: at least
+    94 EBRs' worth of bits in memories of 18 kbit or more, refused in no time, each memory named;
+    the 45k passes the check. No tool runs (none is needed)."""
+    from flows.export.devices import get_device
+    from flows.export.pnr import memories, memory_budget, place_and_route
+
+    top = "\n".join(
+        [f'  axlab_rom #(.WIDTH({w}), .DEPTH({d}), .AW(18), .FILE("mem/{n}.memh")) u_{n} (.clk(clk), .addr(a), .data(q));'
+         for n, d, w in (("conv1_w", 288, 8), ("conv1_q", 32, 72), ("conv2_w", 18432, 8), ("fc1_w", 147456, 8),
+                         ("fc1_q", 64, 72))]
+        + ["  axlab_act_ram #(.DEPTH(50218), .AW(AW)) u_ram (.clk(clk), .we(w), .waddr(a), .wdata(d), .raddr(r), "
+           ".rdata(q));"])
+    assert memories(top)[-1] == ("activation RAM", 50218, 8) and memories(top)[3] == ("fc1_w.memh", 147456, 8)
+    memory_budget(top, get_device("ecp5-45k"))
+    with pytest.raises(AxlabError) as err:
+        memory_budget(top, get_device("ecp5-25k"))
+    msg = str(err.value)
+    assert ("block RAM (EBR, 18 kbit) (DP16KD) at least 94 needed of 56, over by at least 38 (fc1_w.memh 147456 x 8 "
+            "bit: 64, activation RAM 50218 x 8 bit: 22, conv2_w.memh 18432 x 8 bit: 8; counted before synthesis)") in msg
+    # through place_and_route: refused before yosys is looked for or pnr/ is written
+    (tmp_path / "rtl").mkdir()
+    (tmp_path / "rtl" / "axlab_net_top.v").write_text(top)
+    with pytest.raises(AxlabError, match="at least 94 needed of 56"):
+        place_and_route(tmp_path, [], 16, get_device("ecp5-25k"), False, 1, None, cycles=1, input_bytes=1, classes=1)
+    assert not (tmp_path / "pnr").exists()
 
 
 def test_cli_options_refused(tmp_path, capsys):
@@ -195,15 +225,15 @@ def test_minnet_places_and_routes_on_the_ecp5_45k_and_cosimulates(tmp_path, caps
     assert q["fmax"]["clk"]["achieved_mhz"] > 5 and q["latency_us"] > 0
 
 
-@pytest.mark.slow
-@needs_tools
 def test_minnet_does_not_fit_the_ecp5_25k(tmp_path, capsys):
-    """fc1's 2304 x 64 weight bytes alone exceed the 25k's 56 EBRs: the export stops with one
-    line naming DP16KD and the excess, and leaves no folder."""
+    """fc1's 2304 x 64 weight bytes alone exceed the 25k's 56 EBRs: the export stops before
+    synthesis with one line naming DP16KD, the excess and the memories, and leaves no folder."""
     from flows.cli import main
 
     out = tmp_path / "hw25"
     assert main(_minnet_export_args(tmp_path) + ["--out", str(out), "--target", "ecp5-25k"]) == 2
-    err = capsys.readouterr().err
-    assert "does not fit --target ecp5-25k" in err and "(DP16KD)" in err and "used of 56, over by" in err, err
-    assert err.count("\n") == 1 and not out.exists()
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("axlab:")]
+    assert len(err) == 1 and "does not fit --target ecp5-25k" in err[0], err
+    assert "(DP16KD) at least 94 needed of 56, over by at least 38" in err[0] and "fc1_w.memh 147456 x 8 bit: 64" in err[0]
+    assert not out.exists()
+    assert not list(tmp_path.glob(".hw25*"))

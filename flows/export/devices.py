@@ -23,24 +23,29 @@ class Device:
     bram_keys: tuple[str, ...]
     dsp_key: str
     io_key: str
+    # block RAM for the check before synthesis (flows.export.pnr.memory_budget): blocks on the
+    # device and bits per block (ECP5 DP16KD: 18 kbit with the 9/18/36-bit widths; iCE40
+    # SB_RAM40_4K: 4 kbit; SPRAM is not inferred)
+    bram_blocks: int = 0
+    bram_bits: int = 1
 
 
 DEVICES: dict[str, Device] = {d.name: d for d in (
     Device("ecp5-25k", "ecp5", "LFE5U-25F-6BG256C (ECP5, 24k LUTs, CABGA256, speed 6)",
            ("--25k", "--package", "CABGA256", "--speed", "6"), 50.0, "MULT18X18D",
-           "TRELLIS_COMB", "TRELLIS_FF", ("DP16KD",), "MULT18X18D", "TRELLIS_IO"),
+           "TRELLIS_COMB", "TRELLIS_FF", ("DP16KD",), "MULT18X18D", "TRELLIS_IO", 56, 18432),
     Device("ecp5-45k", "ecp5", "LFE5U-45F-6BG256C (ECP5, 44k LUTs, CABGA256, speed 6)",
            ("--45k", "--package", "CABGA256", "--speed", "6"), 50.0, "MULT18X18D",
-           "TRELLIS_COMB", "TRELLIS_FF", ("DP16KD",), "MULT18X18D", "TRELLIS_IO"),
+           "TRELLIS_COMB", "TRELLIS_FF", ("DP16KD",), "MULT18X18D", "TRELLIS_IO", 108, 18432),
     Device("ecp5-85k", "ecp5", "LFE5U-85F-6BG381C (ECP5, 84k LUTs, CABGA381, speed 6)",
            ("--85k", "--package", "CABGA381", "--speed", "6"), 50.0, "MULT18X18D",
-           "TRELLIS_COMB", "TRELLIS_FF", ("DP16KD",), "MULT18X18D", "TRELLIS_IO"),
+           "TRELLIS_COMB", "TRELLIS_FF", ("DP16KD",), "MULT18X18D", "TRELLIS_IO", 208, 18432),
     Device("ice40-up5k", "ice40", "iCE40UP5K-SG48 (5.3k LCs, 30 x 4 kbit BRAM, 8 SB_MAC16, QFN48)",
            ("--up5k", "--package", "sg48"), 20.0, "SB_MAC16",
-           "ICESTORM_LC", None, ("ICESTORM_RAM", "ICESTORM_SPRAM"), "ICESTORM_DSP", "SB_IO"),
+           "ICESTORM_LC", None, ("ICESTORM_RAM", "ICESTORM_SPRAM"), "ICESTORM_DSP", "SB_IO", 30, 4096),
     Device("ice40-hx8k", "ice40", "iCE40HX8K-CT256 (7.7k LCs, 32 x 4 kbit BRAM, no DSP, caBGA256)",
            ("--hx8k", "--package", "ct256"), 30.0, None,
-           "ICESTORM_LC", None, ("ICESTORM_RAM",), "ICESTORM_DSP", "SB_IO"),
+           "ICESTORM_LC", None, ("ICESTORM_RAM",), "ICESTORM_DSP", "SB_IO", 32, 4096),
 )}
 
 # what each nextpnr resource is, for the "does not fit" message

