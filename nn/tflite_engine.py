@@ -188,8 +188,17 @@ class TfliteEngine:
                  lowrank: bool = True, max_rank: int = 8, path: str | None = None) -> None:
         from nn.tflite_graph import check_tflite
 
+        from nn.paths import check_path, default_path
+
         self.shapes = check_tflite(bundle)
         self.bundle, self.backend = bundle, backend
+        self.path = check_path(path) if path is not None else default_path()
+        if not lowrank:
+            if path == "lowrank":
+                raise AxlabError("--path lowrank contradicts --no-lowrank (lowrank=False)")
+            self.path = "gather"
+        self.fast: dict[str, Any] = {}  # numba backend: layer -> its MAC (nn.tflite_fast)
+        self.add_f64: dict[str, tuple[np.ndarray, ...]] = {}  # numba backend: ADD's float64 constants
         self.meta = bundle.meta
         g, qp = bundle.graph, bundle.qparams
         self.layers: dict[str, _Layer] = {}
@@ -203,8 +212,16 @@ class TfliteEngine:
             op, name = n["op"], n["name"]
             if op in TFL_LAYERS:
                 self.layers[name] = _Layer(bundle, n)
-                if luts is not None:
-                    self.layers[name].set_lut(luts[layer_names.index(name)], backend, lowrank, max_rank)
+                lut = luts[layer_names.index(name)] if luts is not None else None
+                if backend == "numba":  # float32 codes, channels_last, fused epilogues (nn.tflite_fast)
+                    from nn.engine import check_lut
+                    from nn.tflite_fast import build
+
+                    if lut is not None:
+                        check_lut(lut, name)
+                    self.fast[name] = build(self.layers[name], lut, self.path, max_rank)
+                elif lut is not None:
+                    self.layers[name].set_lut(lut, backend, lowrank, max_rank)
             elif op == "tfl_add":
                 (s1, z1), (s2, z2) = qp.act[n["inputs"][0]], qp.act[n["inputs"][1]]
                 so, zo = qp.act[name]
@@ -215,6 +232,14 @@ class TfliteEngine:
                 if max(int(sh1), int(sh2), int(sho)) > 0:
                     raise AxlabError(f"add {name}: rescaling multipliers must be below one")
                 self.add_q[name] = (z1, m1, sh1, z2, m2, sh2, zo, mo, sho, *activation_range(n["act"], so, zo))
+                # exact float64 form: |(q - z) << 20| <= 255 * 2^20, each rescaled input and their
+                # sum stay below 2^31 (multipliers < 1)
+                from nn.tflite_kernels import mbqm_f64_params
+
+                ps = [mbqm_f64_params(np.array([int(mm)]), np.array([int(ss)]), False)
+                      for mm, ss in ((m1, sh1), (m2, sh2), (mo, sho))]
+                if all(p is not None for p in ps) and max(abs(int(z1)), abs(int(z2))) <= 128:
+                    self.add_f64[name] = tuple(np.array([float(v[0]) for v in p]) for p in ps)
             elif op in ("tfl_avgpool", "tfl_maxpool"):
                 s, zp = qp.act[name]
                 self.misc[name] = activation_range(n["act"], s, zp)
@@ -242,7 +267,11 @@ class TfliteEngine:
         """Layer -> how its MAC runs (exact convolution dtype, or the LUT gather kind)."""
         out = {}
         for k, v in self.layers.items():
-            if v.dw is not None:
+            f = self.fast.get(k)
+            if f is not None:
+                cur = f.current() if hasattr(f, "current") else None
+                how = f.desc[cur[0]] if cur else (f.kind if hasattr(f, "kind") else " | ".join(f.desc.values()))
+            elif v.dw is not None:
                 how = v.dw.kind
             elif v.gathers:
                 how = v.gathers[0].kind + (f" x{len(v.gathers)} groups" if len(v.gathers) > 1 else "")
@@ -259,6 +288,8 @@ class TfliteEngine:
     @torch.no_grad()
     def run_all(self, x: np.ndarray) -> dict[str, torch.Tensor]:
         """Every node's codes (int64, internal layout) for uint8 images (N, C, H, W)."""
+        if self.backend == "numba":
+            return self._run_fast(x)
         g, qp = self.bundle.graph, self.bundle.qparams
         vals: dict[str, torch.Tensor] = {}
         for n in g.nodes:
@@ -307,6 +338,65 @@ class TfliteEngine:
                 raise RuntimeError(op)
             vals[name] = y
         return vals
+
+    def _run_fast(self, x: np.ndarray) -> dict[str, torch.Tensor]:
+        """run_all of the numba backend: codes as float32 (4-D: channels_last memory), conv /
+        depthwise / dense through nn.tflite_fast, ADD by a numba kernel; the other (small or
+        rare) ops run the torch reference on int64 copies. Same values as the torch backend."""
+        from nn import tflite_kernels
+        from nn.tflite_fast import as_cl, flat
+
+        g, qp = self.bundle.graph, self.bundle.qparams
+        vals: dict[str, torch.Tensor] = {}
+        for n in g.nodes:
+            op, name = n["op"], n["name"]
+            ins = [vals[i] for i in n["inputs"]]
+            if op == "input":
+                xi = np.ascontiguousarray(np.asarray(x).transpose(0, 2, 3, 1)).astype(np.float32) - np.float32(128)
+                y = torch.from_numpy(xi).permute(0, 3, 1, 2)
+            elif op in TFL_LAYERS:
+                xi = ins[0]
+                if op == "tfl_fc":
+                    xi = _to_tfl(xi).reshape(xi.shape[0], -1, 1, 1)
+                y = self.fast[name](xi)
+            elif op == "tfl_add":
+                z1, m1, sh1, z2, m2, sh2, zo, mo, sho, lo, hi = self.add_q[name]
+                a, b = as_cl(ins[0]), as_cl(ins[1])
+                y = torch.empty_like(a)
+                pf = self.add_f64.get(name)
+                if pf is not None:  # exact float64 form (nn.tflite_kernels.mbqm_f64)
+                    tflite_kernels.add_codes_f64(flat(a), flat(b), float(z1), pf[0], float(z2), pf[1], float(zo),
+                                                 pf[2], float(lo), float(hi), ADD_LEFT_SHIFT, flat(y))
+                else:
+                    tflite_kernels.add_codes(flat(a), flat(b), int(z1), int(m1), int(sh1), int(z2), int(m2),
+                                             int(sh2), int(zo), int(mo), int(sho), int(lo), int(hi), ADD_LEFT_SHIFT,
+                                             flat(y))
+            elif op == "tfl_reshape":
+                y = _from_tfl(_to_tfl(ins[0]).reshape((ins[0].shape[0], *n["shape"])))
+            else:
+                y = self._run_ref(n, [v.to(torch.int64) for v in ins], x).to(torch.float32)
+                y = as_cl(y)
+            vals[name] = y
+        return vals
+
+    def _run_ref(self, n: dict[str, Any], ins: list[torch.Tensor], x: np.ndarray) -> torch.Tensor:
+        """The torch reference of one non-MAC op on int64 codes (pooling, mean, pad, softmax,
+        quantize)."""
+        op, name = n["op"], n["name"]
+        if op == "tfl_avgpool":
+            return _avgpool(ins[0], n).clamp(*self.misc[name])
+        if op == "tfl_maxpool":
+            return _maxpool(ins[0], n).clamp(*self.misc[name])
+        if op == "tfl_mean":
+            return _mean(ins[0], n, self.misc[name])
+        if op == "tfl_pad":
+            t, b, l, r = n["pad4"]
+            return F.pad(ins[0], (l, r, t, b), value=int(self.bundle.qparams.act[name][1]))
+        if op == "tfl_softmax":
+            return _from_tfl(softmax_int8(_to_tfl(ins[0]), *self.misc[name]))
+        if op == "tfl_quantize":
+            return self._quantize(ins[0], n)
+        raise RuntimeError(op)  # pragma: no cover - rejected in __init__
 
     def _quantize(self, x: torch.Tensor, n: dict[str, Any]) -> torch.Tensor:
         qp = self.bundle.qparams

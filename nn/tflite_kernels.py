@@ -116,3 +116,200 @@ class DepthwiseGather:
         sum_a_op = (cols.sum(3) + (self.zw - 128) * self.k).reshape(n, c, 1, ho * wo)  # sum of a + off
         acc = out - self.zw * sum_a_op + self.const.reshape(1, c, m, 1)
         return acc.reshape(n, self.co, ho, wo)
+
+
+# ------------------------------------------------------------------ fast path (nn.tflite_fast)
+# Activations of the fast path are int8 codes held in float32, NHWC in memory (torch
+# channels_last); the kernels below see them as plain C-contiguous numpy arrays.
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def requant_rows(y, corr, pix, m, s, zo, lo, hi, single, out):  # pragma: no cover - jitted
+    """Fused TFLite epilogue of a float convolution in NHWC order.
+
+    y: (R, G*Co) float32/float64 holding exact integer partial sums, R = N * pix rows (one per
+    output pixel), G channel groups of Co partial sums each; corr: int64 (Pc, Co), Pc = pix
+    (a per-pixel correction, e.g. bias - za * sum of the in-image weights) or 1 (per channel);
+    out (R, Co) float32 codes = clamp(mbqm(sum_g y + corr, m[c], s[c]) + zo, lo, hi).
+    """
+    rows = y.shape[0]
+    co_n = out.shape[1]
+    groups = y.shape[1] // co_n
+    per_pix = corr.shape[0] > 1
+    for r in prange(rows):
+        p = r % pix if per_pix else 0
+        yr = y[r]
+        cr = corr[p]
+        orow = out[r]
+        for c in range(co_n):
+            acc = cr[c]
+            for g in range(groups):
+                acc += np.int64(yr[g * co_n + c])
+            v = mbqm1(acc, m[c], s[c], single) + zo
+            orow[c] = min(max(v, lo), hi)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def requant_nchw(acc, sidx, zc, const, m, s, zo, lo, hi, single, out):  # pragma: no cover - jitted
+    """The epilogue of a LUT gather: acc (N, Co, P) int32/int64, sidx (N, P) int32 index sums
+    (or (N, 0) when zc == 0), const (Co) int64 -> out (N, P, Co) float32 codes (NHWC)."""
+    n_img, co_n, pn = acc.shape
+    use_s = sidx.shape[1] > 0
+    for t in prange(n_img * pn):
+        n = t // pn
+        p = t - n * pn
+        extra = zc * np.int64(sidx[n, p]) if use_s else np.int64(0)
+        for c in range(co_n):
+            v = mbqm1(np.int64(acc[n, c, p]) + extra + const[c], m[c], s[c], single) + zo
+            out[n, p, c] = min(max(v, lo), hi)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def add_codes(a, b, za, m1, s1, zb, m2, s2, zo, mo, so, lo, hi, left, out):  # pragma: no cover - jitted
+    """``add_requant`` on flat float32 codes (same integer arithmetic), out float32 codes."""
+    for i in prange(a.size):
+        x = mbqm1((np.int64(a[i]) - za) << left, m1, s1, False)
+        y = mbqm1((np.int64(b[i]) - zb) << left, m2, s2, False)
+        v = mbqm1(x + y, mo, so, False) + zo
+        out[i] = min(max(v, lo), hi)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def pad_nhwc(x, top, left, val, out):  # pragma: no cover - jitted
+    """out (N, Hp, Wp, C) = x (N, H, W, C) placed at (top, left), ``val`` elsewhere."""
+    n_img, h, w, c = x.shape
+    hp, wp = out.shape[1], out.shape[2]
+    for t in prange(n_img * hp):
+        n = t // hp
+        yy = t - n * hp
+        ys = yy - top
+        for xx in range(wp):
+            xs = xx - left
+            o = out[n, yy, xx]
+            if ys < 0 or ys >= h or xs < 0 or xs >= w:
+                for ch in range(c):
+                    o[ch] = val
+            else:
+                xr = x[n, ys, xs]
+                for ch in range(c):
+                    o[ch] = xr[ch]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def expand_nhwc(x, za, tabs, top, left, interleave, out):  # pragma: no cover - jitted
+    """Low-rank operands of codes x (N, H, W, C) float32 into the padded out (N, Hp, Wp, Cp):
+    x - za and tabs[r, x + 128] (tabs (R, 256) float32, 0 at the zero point's index), channel
+    (1+r)*C + c (``interleave`` False; channels past (1+R)*C are 0) or c*(1+R) + r (True,
+    for grouped convolutions); padding positions are 0 (= the zero point, centred)."""
+    n_img, h, w, c = x.shape
+    rk = tabs.shape[0]
+    hp, wp, cp = out.shape[1], out.shape[2], out.shape[3]
+    for t in prange(n_img * hp):
+        n = t // hp
+        yy = t - n * hp
+        ys = yy - top
+        for xx in range(wp):
+            xs = xx - left
+            o = out[n, yy, xx]
+            if ys < 0 or ys >= h or xs < 0 or xs >= w:
+                for ch in range(cp):
+                    o[ch] = 0.0
+                continue
+            xr = x[n, ys, xs]
+            if interleave:
+                for ch in range(c):
+                    v = xr[ch]
+                    k = np.int64(v) + 128
+                    base = ch * (1 + rk)
+                    o[base] = v - za
+                    for r in range(rk):
+                        o[base + 1 + r] = tabs[r, k]
+            else:
+                for ch in range(c):
+                    v = xr[ch]
+                    o[ch] = v - za
+                for r in range(rk):
+                    tr = tabs[r]
+                    for ch in range(c):
+                        o[(1 + r) * c + ch] = tr[np.int64(xr[ch]) + 128]
+                for ch in range((1 + rk) * c, cp):
+                    o[ch] = 0.0
+
+
+# Exact float64 forms of MultiplyByQuantizedMultiplier (see ``mbqm_f64_params``). With
+# M = mh * 2^16 + ml (mh < 2^15, ml < 2^16) and an integer x, |x| < 2^31:
+#   double rounding (shift <= 0, e = -shift): SaturatingRoundingDoublingHighMul is
+#     floor((x*M + 2^30) / 2^31) (the saturating case needs M = -2^31, never a multiplier),
+#     = floor((x*mh + floor(x*ml / 2^16) + 2^14) / 2^15) (nested floors of exact quotients);
+#     RoundingDivideByPOT(r, e) = floor((r + 2^(e-1) - [r < 0]) / 2^e) for e >= 1, r for e = 0;
+#   single rounding (t = 31 - shift >= 17): floor((x*M + 2^(t-1)) / 2^t)
+#     = floor((x*mh + floor(x*ml / 2^16) + 2^(t-17)) / 2^(t-16)).
+# Every intermediate is an integer below 2^48 in magnitude and every scaling a power of two,
+# so each float64 operation is exact; tests compare with the int64 kernels on edge cases.
+INV16 = 1.0 / 65536.0
+
+
+@njit(cache=True, inline="always")
+def mbqm_f64(x, mh, ml, h, n2, sc, single):  # pragma: no cover - jitted
+    """MultiplyByQuantizedMultiplier of an integer-valued float64 x (|x| < 2^31), exactly."""
+    t = x * mh + np.floor(x * ml * INV16)
+    if single:
+        return np.floor((t + h) * sc)
+    r = np.floor((t + 16384.0) * 3.0517578125e-05)  # / 2^15
+    return np.floor((r + h - (n2 if r < 0.0 else 0.0)) * sc)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def requant_rows_f64(y, corr, pix, mh, ml, h, n2, sc, zo, lo, hi, single, out):  # pragma: no cover - jitted
+    """``requant_rows`` in exact float64 arithmetic (vectorisable); corr float64 (Pc, Co)."""
+    rows = y.shape[0]
+    co_n = out.shape[1]
+    groups = y.shape[1] // co_n
+    per_pix = corr.shape[0] > 1
+    for r in prange(rows):
+        p = r % pix if per_pix else 0
+        yr = y[r]
+        cr = corr[p]
+        orow = out[r]
+        if groups == 1:
+            for c in range(co_n):
+                v = mbqm_f64(cr[c] + np.float64(yr[c]), mh[c], ml[c], h[c], n2[c], sc[c], single) + zo
+                orow[c] = min(max(v, lo), hi)
+        else:
+            for c in range(co_n):
+                acc = cr[c]
+                for g in range(groups):
+                    acc += np.float64(yr[g * co_n + c])
+                v = mbqm_f64(acc, mh[c], ml[c], h[c], n2[c], sc[c], single) + zo
+                orow[c] = min(max(v, lo), hi)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def add_codes_f64(a, b, za, pa, zb, pb, zo, po, lo, hi, left, out):  # pragma: no cover - jitted
+    """``add_codes`` in exact float64 arithmetic; pa, pb, po: (mh, ml, h, n2, sc) of the two
+    input multipliers and the output one (all double rounding, shifts <= 0)."""
+    sl = np.float64(1 << left)
+    for i in prange(a.size):
+        x = mbqm_f64((np.float64(a[i]) - za) * sl, pa[0], pa[1], pa[2], pa[3], pa[4], False)
+        y = mbqm_f64((np.float64(b[i]) - zb) * sl, pb[0], pb[1], pb[2], pb[3], pb[4], False)
+        v = mbqm_f64(x + y, po[0], po[1], po[2], po[3], po[4], False) + zo
+        out[i] = min(max(v, lo), hi)
+
+
+def mbqm_f64_params(m: np.ndarray, shift: np.ndarray, single: bool) -> tuple[np.ndarray, ...] | None:
+    """Per-channel float64 constants (mh, ml, h, n2, sc) of ``mbqm_f64`` for multipliers
+    ``m`` (int, 0 or [2^30, 2^31)) and ``shift``, or None where the exact float form does not
+    apply (double rounding with a left shift, single rounding with 31 - shift < 17)."""
+    m = np.asarray(m, dtype=np.int64).reshape(-1)
+    s = np.asarray(shift, dtype=np.int64).reshape(-1)
+    if m.size == 0 or m.min() < 0 or m.max() >= 2**31 or s.min() < -31:
+        return None
+    mh, ml = (m >> 16).astype(np.float64), (m & 0xFFFF).astype(np.float64)
+    if single:
+        t = 31 - s
+        if t.min() < 17:
+            return None
+        return mh, ml, np.ldexp(1.0, t - 17), np.zeros_like(mh), np.ldexp(1.0, 16 - t)
+    if s.max() > 0:
+        return None
+    e = -s
+    h = np.where(e >= 1, np.ldexp(1.0, np.maximum(e, 1) - 1), 0.0)
+    return mh, ml, h, (e >= 1).astype(np.float64), np.ldexp(1.0, -e)

@@ -1,0 +1,108 @@
+"""The numba kernels of the TFLite fast path (nn.tflite_kernels) against the int64 reference:
+the exact float64 MultiplyByQuantizedMultiplier on edge cases over the whole int32 range
+(ties of both roundings, extreme multipliers, every shift), and the low-rank path serving
+depthwise layers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nn import tflite_kernels as K
+from nn.tflite_ops import mbqm
+
+DATA = Path(__file__).resolve().parent / "data" / "tflite"
+I32 = (1 << 31) - 1
+
+
+def _edge_values(rng: np.random.Generator) -> np.ndarray:
+    """int32 accumulators: 0, +-2^k +- 1, both ends of the range, ties of the doubling high
+    multiply with M = 2^30 (odd x) and of the divide by 2^e (x = 2 (j 2^e + 2^(e-1))), random."""
+    v = [0, 1, -1, I32, -I32, -I32 - 1, I32 - 1]
+    for k in range(31):
+        v += [(1 << k) + d for d in (-1, 0, 1)] + [-(1 << k) + d for d in (-1, 0, 1)]
+    for e in range(1, 31):
+        for j in (-3, -1, 0, 1, 2):
+            t = 2 * (j * (1 << e) + (1 << (e - 1)))
+            if abs(t) <= I32:
+                v += [t, t - 1, t + 1, -t]
+    v += list(rng.integers(-(1 << 31), 1 << 31, 4000))
+    v += list(rng.integers(-(1 << 16), 1 << 16, 4000))
+    x = np.array(v, dtype=np.int64)
+    return x[(x >= -(1 << 31)) & (x <= I32)]
+
+
+def _f64(x: np.ndarray, m: int, s: int, single: bool) -> np.ndarray:
+    p = K.mbqm_f64_params(np.array([m]), np.array([s]), single)
+    assert p is not None
+    out = np.empty((len(x), 1), dtype=np.float64)
+    big = float(1 << 62)  # no clamping: compare the raw results
+    K.requant_rows_f64(x.astype(np.float64)[:, None], np.zeros((1, 1)), 1, *p, 0.0, -big, big, single, out)
+    return out[:, 0].astype(np.int64)
+
+
+def test_mbqm_float64_equals_int64_reference_on_edge_cases() -> None:
+    rng = np.random.default_rng(0)
+    x = _edge_values(rng)
+    xt = torch.from_numpy(x)
+    mults = [0, 1 << 30, (1 << 30) + 1, I32, 1518500250] + [int(v) for v in rng.integers(1 << 30, 1 << 31, 2)]
+    for m in mults:
+        for s in range(-31, 1):  # double rounding: no left shift
+            want = mbqm(xt, m, s).numpy()
+            assert np.array_equal(_f64(x, m, s, False), want), (m, s)
+        for s in range(-31, 15):  # single rounding: 31 - shift >= 17
+            want = mbqm(xt, m, s, single=True).numpy()
+            assert np.array_equal(_f64(x, m, s, True), want), (m, s, "single")
+    # outside the exact float form: refused (the int64 kernels are used)
+    assert K.mbqm_f64_params(np.array([1 << 30]), np.array([1]), False) is None
+    assert K.mbqm_f64_params(np.array([1 << 30]), np.array([15]), True) is None
+
+
+def test_int64_kernels_equal_torch_reference() -> None:
+    """requant_rows (int64 form, left shifts included) and add_codes against nn.tflite_ops."""
+    rng = np.random.default_rng(1)
+    acc = rng.integers(-(1 << 24), 1 << 24, (64, 6)).astype(np.float32)
+    m = rng.integers(1 << 30, 1 << 31, 6).astype(np.int64)
+    s = np.array([-12, -3, 0, 1, 3, -31], dtype=np.int64)
+    corr = rng.integers(-1000, 1000, (8, 6)).astype(np.int64)
+    for single in (False, True):
+        out = np.empty((64, 6), dtype=np.float32)
+        K.requant_rows(acc, corr, 8, m, s, 3, -128, 127, single, out)
+        a = torch.from_numpy(acc.astype(np.int64) + np.tile(corr, (8, 1)))
+        want = (mbqm(a, torch.from_numpy(m)[None], torch.from_numpy(s)[None], single=single) + 3).clamp(-128, 127)
+        assert np.array_equal(out, want.numpy().astype(np.float32))
+    a = rng.integers(-128, 128, 5000).astype(np.float32)
+    b = rng.integers(-128, 128, 5000).astype(np.float32)
+    m1, m2, mo = 1518500250, 1173741824, 1695809536
+    out = np.empty_like(a)
+    K.add_codes(a, b, -5, m1, -1, 7, m2, 0, -3, mo, -19, -128, 127, 20, out)
+    out2 = np.empty_like(a)
+    p = [K.mbqm_f64_params(np.array([mm]), np.array([ss]), False) for mm, ss in ((m1, -1), (m2, 0), (mo, -19))]
+    K.add_codes_f64(a, b, -5.0, np.array([v[0] for v in p[0]]), 7.0, np.array([v[0] for v in p[1]]), -3.0,
+                    np.array([v[0] for v in p[2]]), -128.0, 127.0, 20, out2)
+    ta, tb = torch.from_numpy(a).long(), torch.from_numpy(b).long()
+    want = (mbqm(mbqm((ta + 5) << 20, m1, -1) + mbqm((tb - 7) << 20, m2, 0), mo, -19) - 3).clamp(-128, 127)
+    assert np.array_equal(out, want.numpy().astype(np.float32))
+    assert np.array_equal(out2, out)
+
+
+def test_lowrank_path_serves_depthwise_layers() -> None:
+    """Issue 12 item 3: with a low-rank LUT, depthwise layers run the low-rank grouped
+    convolution (path lowrank) and equal the torch gather reference on every output code."""
+    from nn.tflite_engine import TfliteEngine
+    from nn.tflite_import import import_tflite
+    from tests.nn_fixtures import lowrank_lut
+
+    for name in ("dw_uint8_dequant", "dw_stride_pertensor"):
+        b = import_tflite(DATA / f"{name}.tflite")
+        x = np.random.default_rng(3).integers(0, 256, size=(3, *b.input_shape), dtype=np.uint8)
+        luts = [lowrank_lut(2, 3)] * len(b.layers())
+        e = TfliteEngine(b, luts, "numba", path="lowrank")
+        got = e.run_all(x)
+        ref = TfliteEngine(b, luts, "torch").run_all(x)
+        for k, v in ref.items():
+            assert torch.equal(got[k].to(torch.int64), v.to(torch.int64)), (name, k)
+        kinds = e.describe()
+        dw = [k for k, v in e.layers.items() if v.op == "tfl_dwconv"]
+        assert dw and all("lowrank-depthwise" in kinds[k] for k in dw), kinds
