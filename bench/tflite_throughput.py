@@ -40,6 +40,10 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# torch (oneDNN convolutions) and numba (epilogues) each run an OpenMP thread pool; with the
+# default (active) wait policy the idle pool spins on the cores the other one needs: 2-6x
+# slower on 2 cores. Must be set before either runtime is loaded; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
@@ -144,7 +148,8 @@ def main() -> int:
     for impl in list(impls.values())[1:]:
         impl.logits(x[: min(n, args.batch)])  # warm-up: compilation and per-layer path choice
     print(f"{n} images, LiteRT default kernels num_threads={args.threads}, numba threads "
-          f"{numba.get_num_threads()}, axlab batch {args.batch}, load average "
+          f"{numba.get_num_threads()}, axlab batch {args.batch}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+          f"load average "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(f"QNN codes equal to LiteRT default kernels' output codes: "
           f"{(q_out == ref_out.reshape(q_out.shape)).mean() * 100:.2f} % of {q_out.size}")
