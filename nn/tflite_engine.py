@@ -15,9 +15,11 @@ tensor equals LiteRT's bit for bit:
 * mean over H, W: see :func:`_mean`; softmax: :func:`nn.tflite_ops.softmax_int8`.
 * pad: the zero point's code; reshape: in TFLite's (NHWC) element order.
 
-Backends: ``torch`` runs the reference arithmetic in torch int64; ``numba`` and ``cuda``
-requantise conv / dense / add outputs with the numba kernels of nn.tflite_kernels (same
-results, checked by the tests). The AxNN's LUT gathers are the engine's (nn.engine).
+Backends: ``torch`` runs the reference arithmetic in torch int64 (the AxNN: the engine's
+torch LUT gathers, nn.engine); ``cuda`` the same with nn.engine's CUDA gathers and the numba
+requantisation of nn.tflite_kernels; ``numba`` is the fast path of nn.tflite_fast (float32
+codes in channels_last memory, exact float convolutions, low-rank LUT convolutions or gathers,
+fused exact requantisation). All give the same tensors (checked by the tests).
 """
 from __future__ import annotations
 
@@ -112,14 +114,11 @@ class _Layer:
         """Route every product a_code x w_code through ``lut`` (one gather per group:
         a depthwise layer's channels are separate groups). The engine's gather kernels add
         the exact zero-point and bias corrections, so an exact LUT gives the QNN's sums."""
-        from nn.engine import ConvMac, CudaGather, LayerQ, NumbaGather, TorchGather, check_lut, lut_factor
+        from nn.engine import CudaGather, LayerQ, TorchGather, check_lut
 
         check_lut(lut, self.name)
-        if self.op == "tfl_dwconv" and backend == "numba":  # all channel groups in one vectorised gather
-            from nn.tflite_kernels import DepthwiseGather
-
-            self.dw = DepthwiseGather(self.w, self.bq.numpy(), self.za, self.stride, lut)
-            return
+        if backend not in ("torch", "cuda"):  # the numba backend runs nn.tflite_fast instead
+            raise ValueError(backend)
         co = self.w.shape[0]
         per = co // self.groups
         w4 = self.w if self.w.ndim == 4 else self.w.reshape(co, -1, 1, 1)  # dense as a 1x1 conv
@@ -130,20 +129,7 @@ class _Layer:
                        self.bq.numpy()[gi * per:(gi + 1) * per].copy(), np.zeros(per, np.int64),
                        np.zeros(per, np.int64), int(self.za), int(self.zo), -128, 127, tuple(self.stride), (0, 0),
                        False)
-            if backend == "torch":
-                mac: Any = TorchGather(L, lut)
-            elif backend == "cuda":
-                mac = CudaGather(L, lut)
-            else:
-                mac = None
-                f = lut_factor(lut, max_rank) if lowrank else None
-                if f is not None:
-                    try:
-                        mac = ConvMac(L, f, use_numba=True)
-                    except AxlabError:
-                        mac = None
-                if mac is None:
-                    mac = NumbaGather(L, lut)
+            mac: Any = TorchGather(L, lut) if backend == "torch" else CudaGather(L, lut)
             self.gathers.append(mac)
 
     def _lut_mac(self, xc: torch.Tensor) -> torch.Tensor:

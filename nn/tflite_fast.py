@@ -333,7 +333,10 @@ def build(L: Any, lut: Lut | None, path: str, max_rank: int) -> Any:
     cands: dict[str, Any] = {}
     if path != "gather":
         f = lut_factor(lut, max_rank)
-        if f is not None:
+        if f is not None and f.rank == 0:  # the LUT holds the exact products: the QNN's convolution
+            cands["lowrank"] = ExactConv(L)
+            cands["lowrank"].kind = "lowrank R=0: " + cands["lowrank"].kind
+        elif f is not None:
             try:
                 cands["lowrank"] = LowRankDepthwise(L, f) if L.op == "tfl_dwconv" else LowRankConv(L, f)
             except AxlabError:
