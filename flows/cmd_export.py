@@ -142,7 +142,7 @@ def _verify_dir(args: argparse.Namespace) -> int:
 
     if args.dir is None:
         raise AxlabError("export verify: the export folder is missing (axlab export verify DIR)")
-    given = [o for o in ("out", "lanes", "no_synth", "verify", "target", "freq", "sweep_lanes")
+    given = [o for o in ("out", "lanes", "no_synth", "verify", "target", "freq", "sweep_lanes", "dataset")
              if getattr(args, o) not in (None, False, 8)]
     if given:
         raise AxlabError(f"export verify: --{given[0].replace('_', '-')} applies to exporting, not to verify DIR")

@@ -21,6 +21,9 @@ the activation code and the weight code go straight into the netlist, int32 accu
 the lower clamp, max/avg pooling on codes, requantised residual add). Every file is a pure
 function of the inputs: no timestamps, sorted keys, stable ordering.
 
+An imported TFLite network (``tfl_*`` ops) gets TFLite's own arithmetic instead (TFLite's
+requantiser, ADD, pooling and int8 SOFTMAX engines, ``rtl/axlab_tfl_*.v``; :mod:`.plan_tflite`).
+
 Modules, one per step: :mod:`.plan` (engine steps, RAM layout, lanes), :mod:`.multipliers`
 (the netlist behind each layer's LUT), :mod:`.memh` (ROM contents), :mod:`.verilog` (the
 generated top), :mod:`.synth` (yosys), :mod:`.generate` (``export``: writes the folder),

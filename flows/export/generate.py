@@ -163,7 +163,8 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
             macs = p["CO"] * p["HO"] * p["WO"] * p["C"] * p["KH"] * p["KW"]
             cost = m["cost"]
             layer_info.append({
-                "layer": s.node, "op": "linear" if bundle.graph.by_name[s.node]["op"] in ("linear", "tfl_fc") else "conv",
+                "layer": s.node,
+                "op": "linear" if bundle.graph.by_name[s.node]["op"] in ("linear", "tfl_fc") else "conv",
                 "multiplier": m["multiplier"], "lut_sha256": m["lut_sha256"], "signed": m["signed"],
                 "netlist": {"source_path": m["netlist_path"], "sha256": m["netlist_sha256"], "copy": m["copy"],
                             "module": m["module"], "rtl": m["rtl"], "rtl_module": m["rtl_module"],

@@ -184,11 +184,9 @@ def plan_tflite(bundle: Any, engine: Any, lanes: int, softmax: bool = True
                                                 "_table": softmax_table(*engine.misc[name]), "_tfl": True}))
         else:
             raise _refuse(op, name, " yet" if op == "tfl_dwconv" else "")
-    out_t = regions[out_name]
     if out_name in flat_of and not _trivial(flat_of[out_name]):
         raise AxlabError(f"export: the output {out_name} is a flattened feature map (TFLite's NHWC order); "
                          "not supported")
-    del out_t
     assign_lanes([s for s in steps if s.kind == "conv"], lanes)
     return steps, regions, top, out_name
 
