@@ -11,21 +11,23 @@ printed as the median over the repeats with its spread (min..max).
 Figures:
   * QNN / float32 (goal >= 0.9);
   * for each multiplier in every layer: AxNN / float32 with the exact path chosen per layer
-    (``--path``, default auto: measured per layer on the first batch of this run, not taken
-    from the choice cache, nn.paths; the chosen paths are listed), its goal
-    max(0.7/(1+R), the gather path's ratio in the same repeat) for error rank R, and the
-    geometric mean over the multipliers (goal >= 0.30);
+    (``--path``, default auto: measured per layer on the first batch of the first repeat of
+    this run, not taken from an older choice cache; later repeats reuse that choice, nn.paths;
+    the chosen paths are listed), its goal max(0.7/(1+R), the gather path's ratio) for error
+    rank R, and the geometric mean over the multipliers (goal >= 0.30). Column S: channel sets
+    of the fused path (rank of the whole product table) where it has fewer than 1 + R;
   * the generic gather path (every layer through the gather kernels, last multiplier): its
     ratio and the lookups/s of the gather kernel the engine picks for each real layer of the
     network (goal >= 4e9).
 The machine may be shared: compare ratios, not absolute images/s; quote figures from a quiet
-machine only.
+machine only (the load average is printed before and after).
 
     python bench/nn_throughput.py [--batch 256] [--reps 5] [--repeats 3] [--path auto]
                                   [--multipliers a,b,...] [--quick]
 
 ``--quick`` (smoke test: batch 32, 2 reps, 1 repeat, 3 multipliers) checks that everything runs;
-its figures mean nothing. Multipliers default to the 13 mul8s netlists in ../shared/evoapprox
+its figures mean nothing. The full run (13 multipliers, 3 repeats) takes about 10 minutes on a
+quiet 2-core machine. Multipliers default to the 13 mul8s netlists in ../shared/evoapprox
 (through hwsim.store); LUT .npz files can be given instead.
 """
 from __future__ import annotations
@@ -64,7 +66,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--reps", type=int, default=5, help="integer runs per measurement (float runs: reps + 1)")
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the whole measurement")
-    ap.add_argument("--path", default="auto", choices=["auto", "lowrank", "gather"])
+    ap.add_argument("--path", default="auto", choices=["auto", "lowrank", "fused", "gather"])
     ap.add_argument("--multipliers", default=None)
     ap.add_argument("--quick", action="store_true", help="smoke test: batch 32, 2 reps, 1 repeat, 3 multipliers")
     args = ap.parse_args()
@@ -78,7 +80,7 @@ def main() -> int:
 
     from nn import paths
     from nn.design import resolve_multiplier
-    from nn.engine import IntegerEngine
+    from nn.engine import IntegerEngine, fused_factor, lut_factor
     from nn.models import build_model
     from nn.quant import GraphModule
     from nn.train import quantize_module
@@ -107,9 +109,14 @@ def main() -> int:
         with torch.no_grad():
             fm(xf)
 
-    print(f"ResNet8, batch {args.batch}x3x32x32, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"numba {get_num_threads()} threads, {os.cpu_count()} CPUs, path {args.path}, "
-          f"{args.repeats} repeats x {args.reps} reps")
+    import numba
+
+    print(f"machine: {_cpu_model()}, {os.cpu_count()} logical CPUs ({_cores()}); torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), numba {numba.__version__} ({get_num_threads()} threads, "
+          f"{numba.config.THREADING_LAYER} layer), numpy {np.__version__}, Python {sys.version.split()[0]}")
+    print(f"ResNet8, batch {args.batch}x3x32x32, path {args.path}, {args.repeats} repeats x {args.reps} reps, "
+          f"load average at start {_load()}", flush=True)
+    t_start = time.perf_counter()
 
     def interleaved(fn: Callable[[], object]) -> tuple[float, float]:
         """(ratio float time / fn time, fn images/s): fn and the float network alternate so that
@@ -127,14 +134,16 @@ def main() -> int:
     qnn: list[float] = []
     ax: dict[str, list[float]] = {lut.name: [] for lut in luts}
     ax_ips: dict[str, list[float]] = {lut.name: [] for lut in luts}
-    rank: dict[str, int] = {}
-    chosen: dict[str, Counter] = {}
+    rank = {lut.name: (f.rank if (f := lut_factor(lut)) is not None else None) for lut in luts}
+    sets = {lut.name: (f.rank if (f := fused_factor(lut)) is not None else None) for lut in luts}
+    chosen: dict[str, Counter] = {lut.name: Counter() for lut in luts}
     gather: list[float] = []
     net_lookups: list[float] = []
     kern: dict[str, list[float]] = {}
     kern_info: dict[str, str] = {}
     kern_total: list[float] = []
     for rep in range(args.repeats):
+        paths.REMEASURE = rep == 0  # later repeats reuse the first repeat's (cached) choices
         q = IntegerEngine(bundle, None, "numba")
         qnn.append(interleaved(lambda: q.run_codes(x))[0])
         del q
@@ -143,9 +152,7 @@ def main() -> int:
             ratio, ips = interleaved(lambda: eng.run_codes(x))
             ax[lut.name].append(ratio)
             ax_ips[lut.name].append(ips)
-            rank[lut.name] = max((getattr(m, "R", 0) for lp in eng.paths.values() for m in lp.cands.values()),
-                                 default=0)
-            chosen[lut.name] = Counter(r["path"] for r in eng.path_report().values())
+            chosen[lut.name].update(r["path"] for r in eng.path_report().values())
             del eng
         # generic gather path, every layer, with lookups counted over one more run
         eng = IntegerEngine(bundle, [luts[-1]] * n_layers, "numba", path="gather")
@@ -158,26 +165,30 @@ def main() -> int:
         kern_total.append(tl / tt)
         del eng
         print(f"repeat {rep + 1}/{args.repeats}: QNN {qnn[-1]:.3f}, gather path {gather[-1]:.3f}, geometric mean "
-              f"{_gmean([ax[k][-1] for k in ax]):.3f}", flush=True)
+              f"{_gmean([ax[k][-1] for k in ax]):.3f} ({time.perf_counter() - t_start:.0f} s, load average "
+              f"{_load()})", flush=True)
 
     print()
     print(f"QNN (exact, numba) / float32 torch: {_spread(qnn)} (goal >= 0.9)")
     g_med = statistics.median(gather)
     print(f"gather path ({luts[-1].name} in every layer) / float32 torch: {_spread(gather)}")
-    print(f"{'multiplier':14s} {'R':>2s} {'AxNN img/s':>10s} {'ratio median [min..max]':>25s} {'goal':>6s} met  paths")
+    print(f"{'multiplier':14s} {'R':>2s} {'S':>2s} {'AxNN img/s':>10s} {'ratio median [min..max]':>25s} "
+          f"{'goal':>6s} met  layer paths (all repeats)")
     met = 0
     for lut in luts:
         r = rank[lut.name]
-        goal = max(0.7 / (1 + r), g_med)
+        goal = max(0.7 / (1 + (r if r is not None else 8)), g_med)
         med = statistics.median(ax[lut.name])
         met += med >= goal
-        paths = ", ".join(f"{k} x{v}" for k, v in sorted(chosen[lut.name].items()))
-        print(f"{lut.name:14s} {r:2d} {statistics.median(ax_ips[lut.name]):10.0f} {_spread(ax[lut.name]):>25s} "
-              f"{goal:6.3f} {'yes' if med >= goal else 'NO ':3s}  {paths}")
+        used = ", ".join(f"{k} x{v}" for k, v in sorted(chosen[lut.name].items()))
+        rs = f"{r:2d}" if r is not None else " -"
+        ss = f"{sets[lut.name]:2d}" if sets[lut.name] is not None else " -"
+        print(f"{lut.name:14s} {rs} {ss} {statistics.median(ax_ips[lut.name]):10.0f} {_spread(ax[lut.name]):>25s} "
+              f"{goal:6.3f} {'yes' if med >= goal else 'NO ':3s}  {used}")
     gm = _gmean([statistics.median(v) for v in ax.values()])
     gms = [_gmean([v[i] for v in ax.values()]) for i in range(args.repeats)]
     print(f"geometric mean ratio over {len(luts)}: {gm:.3f} (goal >= 0.30; per repeat {_spread(gms)})")
-    print(f"{met} of {len(luts)} multipliers meet max(0.7/(1+R), gather-path ratio)")
+    print(f"{met} of {len(luts)} multipliers meet max(0.7/(1+R), gather-path ratio {g_med:.3f})")
     print()
     print(f"{'gather kernel, layer':24s} {'shape (C->Co, k/stride, out)':>30s} {'kernel':>6s} "
           f"{'lookups/s median [min..max]':>33s}")
@@ -185,7 +196,41 @@ def main() -> int:
         print(f"{name:24s} {kern_info[name]:>40s} {_spread(v, '{:.2e}'):>33s}")
     print(f"gather kernels, all layers of the network: {_spread(kern_total, '{:.2e}')} lookups/s (goal >= 4e9); "
           f"whole network incl. index preparation, epilogues and adds: {_spread(net_lookups, '{:.2e}')}")
+    print(f"wall time {time.perf_counter() - t_start:.0f} s, load average at the end {_load()}")
     return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def _cores() -> str:
+    """Physical cores (distinct physical id / core id pairs in /proc/cpuinfo) where it says."""
+    try:
+        blocks = Path("/proc/cpuinfo").read_text().split("\n\n")
+    except OSError:
+        return "cores unknown"
+    cores = set()
+    for b in blocks:
+        kv = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in b.splitlines())}
+        if "core id" in kv:
+            cores.add((kv.get("physical id"), kv["core id"]))
+    return f"{len(cores)} physical cores" if cores else "cores unknown"
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def _gmean(v: list[float]) -> float:

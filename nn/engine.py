@@ -21,8 +21,9 @@ point code (the circuit multiplies it like any operand).
 MAC providers (``acc`` before requantisation):
   * ``conv``: float convolution of integer tensors, exact because every partial sum is
     bounded below 2^24 (float32; input channels are split into groups when needed) or 2^53
-    (float64). Serves the QNN (R = 0) and the low-rank path (LUT = a*b + sum_r U_r(a) V_r(b)
-    with integer U, V: one convolution over (1+R)*C channels).
+    (float64). Serves the QNN (R = 0), the low-rank path (LUT = a*b + sum_r U_r(a) V_r(b)
+    with integer U, V: one convolution over (1+R)*C channels) and the fused path (the whole
+    product table factorised, T = sum_s U_s(a) V_s(b): S*C channels, where S < 1 + R).
   * ``gather-torch`` (reference), ``gather-numba`` (CPU), ``gather-cuda`` (GPU): LUT lookups.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from hwsim.errors import AxlabError
 from hwsim.lut import Lut, exact_table
 from nn.bundle import ModelBundle
-from nn.lowrank import LowRank, integer_factor
+from nn.lowrank import LowRank, balance, integer_factor
 from nn.paths import LayerPaths, check_path, default_path
 
 F32_EXACT = 2**24
@@ -71,12 +72,53 @@ def lut_factor(lut: Lut, max_rank: int = 8) -> LowRank | None:
     if key not in _FACTORS:
         f = integer_factor(lut.error_table(), max_rank=max_rank)
         if f is not None:  # belt and braces: the fast path must reproduce the gather table
+            f = balance(f)
             a, b = lut.values_a(), lut.values_b()
             recon = np.multiply.outer(a, b) + f.U @ f.V
             if not np.array_equal(recon, lut.table.astype(np.int64)):
                 f = None
         _FACTORS[key] = f
     return _FACTORS[key]
+
+
+_PFACTORS: dict[str, LowRank | None] = {}
+
+
+def product_table(lut: Lut) -> np.ndarray:
+    """The per-product table T (256 x 256, int64) that the fused path factorises, indexed by
+    operand indices (code + 128): T = LUT - zw * a_op with zw = 0 (signed LUT) or 128 (unsigned:
+    the weight operand's zero point), i.e. T = E + a_op * w for the int8 weight code w. A layer's
+    accumulator is sum_k T[a_idx, w_idx] - (za + zw) * sum_k w + bias: the weight-operand zero
+    point's data-dependent term (zw * sum_k a_op) is already inside T."""
+    t = lut.table.astype(np.int64)
+    return t if lut.signed else t - 128 * lut.values_a().astype(np.int64)[:, None]
+
+
+def lut_product_factor(lut: Lut, max_rank: int = 9) -> LowRank | None:
+    """Integer factorisation of ``product_table(lut)`` (cached by LUT sha256), verified exact, or
+    None when its rank exceeds ``max_rank``. Its rank is 1 + R, R or R - 1 for error rank R: one
+    term fewer than the low-rank path's exact + R error terms whenever the LUT's products (e.g. of
+    operands truncated before an exact multiplier) are themselves of low rank."""
+    key = f"{lut.sha256}:{max_rank}"
+    if key not in _PFACTORS:
+        t = product_table(lut)
+        f = integer_factor(t, max_rank=max_rank)
+        f = balance(f) if f is not None else None
+        if f is not None and not np.array_equal(f.U @ f.V, t):  # belt and braces, as in lut_factor
+            f = None
+        _PFACTORS[key] = f
+    return _PFACTORS[key]
+
+
+def fused_factor(lut: Lut, max_rank: int = 8) -> LowRank | None:
+    """The product-table factorisation when it needs fewer channel sets than the low-rank path
+    (rank < 1 + error rank), else None: with as many sets it has no advantage and its larger
+    magnitudes can only cost exactness headroom."""
+    f = lut_factor(lut, max_rank)
+    if f is None:
+        return None
+    p = lut_product_factor(lut, max_rank + 1)
+    return p if p is not None and p.rank < 1 + f.rank else None
 
 
 def check_lut(lut: Lut, layer: str) -> None:
@@ -136,19 +178,33 @@ def _layer_q(bundle: ModelBundle, node: dict[str, Any]) -> LayerQ:
 
 # ----------------------------------------------------------------------------------- MACs
 class ConvMac:
-    """acc via one float convolution over the (1+R)*C expanded channels; exact by bound."""
+    """acc via one float convolution over the (1+R)*C expanded channels; exact by bound.
+
+    ``whole=True`` (the fused path): ``factor`` factorises the whole product table
+    (``lut_product_factor``, ``signed`` = the LUT's signedness) and the convolution runs over
+    its R*C channels only, with no separate exact channel set."""
 
     kind = "conv"
 
-    def __init__(self, L: LayerQ, factor: LowRank | None, signed: bool = True, use_numba: bool = False) -> None:
-        self.L, self.use_numba = L, use_numba
+    def __init__(self, L: LayerQ, factor: LowRank | None, signed: bool = True, use_numba: bool = False,
+                 whole: bool = False) -> None:
+        self.L, self.use_numba, self.whole = L, use_numba, whole
         co, c, kh, kw = L.w.shape
         widx = L.w + 128  # operand indices
         za_idx = L.za + 128
         self.R = factor.rank if factor is not None else 0
-        chans_w = [L.w.astype(np.int64)]
-        xmax = [max(127 - L.za, L.za + 128)] * c
-        const = L.bq.copy()
+        if whole:
+            if factor is None:
+                raise ValueError("the fused path needs a product-table factorisation")
+            self.kind = "fused"
+            # acc = sum_k T[a_idx, w_idx] - (za + zw) * sum_k w + bias (see product_table)
+            chans_w, xmax = [], []
+            const = L.bq - (L.za + (0 if signed else 128)) * L.w.astype(np.int64).reshape(co, -1).sum(1)
+        else:
+            chans_w = [L.w.astype(np.int64)]
+            xmax = [max(127 - L.za, L.za + 128)] * c
+            const = L.bq.copy()
+        self.sets = self.R + (not whole)  # channel sets of C channels each
         tabs = np.zeros((self.R, 256), dtype=np.int64)
         for r in range(self.R):
             u, v = factor.U[:, r], factor.V[r]
@@ -196,21 +252,21 @@ class ConvMac:
     def expand(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) centred activations (code - za) -> (N, c_pad, H, W) float operands."""
         n, c, h, w = x.shape
-        if self.R == 0 and self.c_pad == c:
+        if self.R == 0 and self.c_pad == c and not self.whole:
             return x if x.dtype == self.dtype else x.to(self.dtype)
         if self.use_numba and self.dtype == torch.float32:
             from nn import kernels_cpu
 
             out = torch.empty((n, self.c_pad, h, w), dtype=torch.float32)
-            kernels_cpu.expand(x.reshape(n, c, h * w).numpy(), self.L.za + 128, self.tabs,
-                               out.view(n, self.c_pad, h * w).numpy())
+            k = kernels_cpu.expand_tabs if self.whole else kernels_cpu.expand
+            k(x.reshape(n, c, h * w).numpy(), self.L.za + 128, self.tabs, out.view(n, self.c_pad, h * w).numpy())
             return out
-        parts = [x.to(self.dtype)]
+        parts = [] if self.whole else [x.to(self.dtype)]
         idx = (x + (self.L.za + 128)).long()
         for r in range(self.R):
             parts.append(self.tabs_t[r][idx])
-        if self.c_pad > (1 + self.R) * c:
-            parts.append(torch.zeros((n, self.c_pad - (1 + self.R) * c, h, w), dtype=self.dtype))
+        if self.c_pad > self.sets * c:
+            parts.append(torch.zeros((n, self.c_pad - self.sets * c, h, w), dtype=self.dtype))
         return torch.cat(parts, 1)
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -426,18 +482,20 @@ class IntegerEngine:
                  lowrank: bool = True, max_rank: int = 8, path: str | None = None) -> None:
         """``path`` (numba backend; see nn.paths): ``auto`` times the exact paths of each layer on
         its first batch of each shape and keeps the fastest, ``lowrank`` uses the low-rank
-        convolution where the LUT's error has one (else the gather kernels), ``gather`` always
-        the gather kernels; None: ``$AXLAB_NN_PATH`` or auto. ``lowrank=False`` means ``gather``.
+        convolution where the LUT's error has one (else the gather kernels), ``fused`` the
+        convolution over the factorised product table where it has fewer terms (else as
+        ``lowrank``), ``gather`` always the gather kernels; None: ``$AXLAB_NN_PATH`` or auto.
+        ``lowrank=False`` means ``gather``.
         The torch and cuda backends have one (gather) path. Every path gives the same logits."""
         if backend not in BACKENDS:
             raise AxlabError(f"unknown backend {backend!r} (torch, numba or cuda)")
         path = check_path(path) if path is not None else default_path()
         if not lowrank:
-            if path == "lowrank":
-                raise AxlabError("--path lowrank contradicts --no-lowrank (lowrank=False)")
+            if path in ("lowrank", "fused"):
+                raise AxlabError(f"--path {path} contradicts --no-lowrank (lowrank=False)")
             path = "gather"
-        if backend != "numba" and path == "lowrank" and luts is not None:
-            raise AxlabError(f"--path lowrank needs --backend numba (backend {backend} has only the gather path)")
+        if backend != "numba" and path in ("lowrank", "fused") and luts is not None:
+            raise AxlabError(f"--path {path} needs --backend numba (backend {backend} has only the gather path)")
         self.bundle, self.backend, self.path = bundle, backend, path
         g = bundle.graph
         layers = g.layers()
@@ -465,7 +523,14 @@ class IntegerEngine:
                 elif backend == "cuda":
                     cands["gather"] = CudaGather(L, lut)
                 else:
-                    if path != "gather":
+                    if path in ("auto", "fused"):
+                        pf = fused_factor(lut, max_rank)
+                        if pf is not None:
+                            try:
+                                cands["fused"] = ConvMac(L, pf, bool(lut.signed), use_numba=True, whole=True)
+                            except AxlabError:
+                                pass
+                    if path in ("auto", "lowrank") or (path == "fused" and not cands):
                         f = lut_factor(lut, max_rank)
                         if f is not None:
                             # an unsigned LUT's error is E(a_op, w_op); the int8-centred exact part

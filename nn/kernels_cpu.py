@@ -166,6 +166,16 @@ def epilogue(y, sidx, zc, const, m0, rs, zo, lo, hi, out):  # pragma: no cover -
             orow[p] = min(max(v, lo), hi)
 
 
+@njit(inline="always", cache=True, nogil=True, boundscheck=False)
+def _requant_row_f64(src, dst, c, a_h, a_l, h, s, zo, lo, hi):  # pragma: no cover - jitted
+    """dst[p] = requantised (c + src[p]) for one channel row (``epilogue_f64``'s formula);
+    ``dst`` may be ``src`` (in place). Inlined into its callers so that each loop vectorises."""
+    for p in range(src.shape[0]):
+        acc = c + np.float64(src[p])
+        v = np.floor((acc * a_h + h + np.floor(acc * a_l * 1.52587890625e-05)) * s) + zo
+        dst[p] = min(max(v, lo), hi)
+
+
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def epilogue_f64(y, sidx, zc, const, mh, ml, hh, sc, zo, lo, hi, out):  # pragma: no cover - jitted
     """``epilogue`` in float64 arithmetic that is exact (AVX2 vectorises it; int64 conversions
@@ -189,11 +199,7 @@ def epilogue_f64(y, sidx, zc, const, mh, ml, hh, sc, zo, lo, hi, out):  # pragma
         s = sc[co]
         orow = out[n, co]
         if groups == 1 and not use_s:  # the common case: one simple, vectorisable loop
-            y0 = y[n, 0, co]
-            for p in range(pn):
-                acc = c + np.float64(y0[p])
-                v = np.floor((acc * a_h + h + np.floor(acc * a_l * 1.52587890625e-05)) * s) + zo
-                orow[p] = min(max(v, lo), hi)
+            _requant_row_f64(y[n, 0, co], orow, c, a_h, a_l, h, s, zo, lo, hi)
             continue
         for p in range(pn):
             acc = c
@@ -208,22 +214,13 @@ def epilogue_f64(y, sidx, zc, const, mh, ml, hh, sc, zo, lo, hi, out):  # pragma
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def epilogue_f64_inplace(y, const, mh, ml, hh, sc, zo, lo, hi):  # pragma: no cover - jitted
     """``epilogue_f64`` for one channel group and no index sums, overwriting ``y`` (N, Co, P)
-    float32 (the convolution's own output: no new tensor, and a loop the compiler vectorises
-    without an aliasing check)."""
+    float32 (the convolution's own output: no new tensor)."""
     n_img, co_n, pn = y.shape
     for t in prange(n_img * co_n):
         n = t // co_n
         co = t - n * co_n
-        c = const[co]
-        a_h = mh[co]
-        a_l = ml[co]
-        h = hh[co]
-        s = sc[co]
         row = y[n, co]
-        for p in range(pn):
-            acc = c + np.float64(row[p])
-            v = np.floor((acc * a_h + h + np.floor(acc * a_l * 1.52587890625e-05)) * s) + zo
-            row[p] = min(max(v, lo), hi)
+        _requant_row_f64(row, row, const[co], mh[co], ml[co], hh[co], sc[co], zo, lo, hi)
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
@@ -264,6 +261,27 @@ def expand(x, off, tabs, out):  # pragma: no cover - jitted
                 orow[p] = tr[np.int64(xr[p]) + off]
         if c < c_pad - (1 + rk) * c_in:  # zero the padding channels (spread over the tasks)
             for cc in range((1 + rk) * c_in + c, c_pad, c_in):
+                out[n, cc, :] = 0.0
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def expand_tabs(x, off, tabs, out):  # pragma: no cover - jitted
+    """``expand`` without the identity channels (the fused path: the exact products are inside the
+    factorised table): channel r*C + c = tabs[r, x + off]; channels past R*C = 0."""
+    n_img, c_in, pn = x.shape
+    rk = tabs.shape[0]
+    c_pad = out.shape[1]
+    for t in prange(n_img * c_in):
+        n = t // c_in
+        c = t - n * c_in
+        xr = x[n, c]
+        for r in range(rk):
+            tr = tabs[r]
+            orow = out[n, r * c_in + c]
+            for p in range(pn):
+                orow[p] = tr[np.int64(xr[p]) + off]
+        if c < c_pad - rk * c_in:
+            for cc in range(rk * c_in + c, c_pad, c_in):
                 out[n, cc, :] = 0.0
 
 

@@ -127,3 +127,43 @@ def integer_factor(E: np.ndarray, max_rank: int = 16) -> LowRank | None:
 def _round_div(a: int, b: int) -> int:
     """Nearest integer to a / b for Python ints, b > 0 (pivots are kept positive)."""
     return (2 * a + b) // (2 * b)
+
+
+def _cost(U: np.ndarray, V: np.ndarray) -> float:
+    """sum_r range(U[:, r]) * mean|V[r]|: the magnitude bound of a convolution over the terms
+    (the engine's float-exactness bound is sum_r max|U_r - U_r(zero point)| * sum_k |V_r(w_k)|)."""
+    return float(sum((U[:, r].max() - U[:, r].min()) * np.abs(V[r]).mean() for r in range(U.shape[1])))
+
+
+def balance(f: LowRank, max_passes: int = 50) -> LowRank:
+    """An equivalent factorisation with smaller magnitudes: greedy unimodular steps
+    U_i -= q U_j, V_j += q V_i (which keep U @ V) while they lower ``_cost``, q from the
+    nearest-integer projection of U_i on U_j and small neighbours. A lattice basis from
+    ``integer_factor`` can hold near-parallel columns (e.g. 2032 a/127 and 2016 a/127) whose
+    difference is small: fewer float32 channel groups, or none, in the engine's convolutions."""
+    U, V = f.U.copy(), f.V.copy()
+    R = U.shape[1]
+    best = _cost(U, V)
+    for _ in range(max_passes):
+        improved = False
+        for i in range(R):
+            for j in range(R):
+                if i == j:
+                    continue
+                den = float(U[:, j] @ U[:, j])
+                q0 = int(round(float(U[:, i] @ U[:, j]) / den)) if den else 0
+                for q in sorted({q0, q0 - 1, q0 + 1, 1, -1, 2, -2} - {0}):
+                    Ui = U[:, i] - q * U[:, j]
+                    Vj = V[j] + q * V[i]
+                    if max(np.abs(Ui).max(), np.abs(Vj).max()) >= 2**31:
+                        continue
+                    U2, V2 = U.copy(), V.copy()
+                    U2[:, i], V2[j] = Ui, Vj
+                    c = _cost(U2, V2)
+                    if c < best * 0.999:
+                        U, V, best, improved = U2, V2, c, True
+        if not improved:
+            break
+    if not np.array_equal(U @ V, f.U @ f.V):  # cannot happen: every step is unimodular
+        return f
+    return LowRank(U, V)

@@ -2,8 +2,10 @@
 
 An approximable layer of the numba backend can run through several exact paths that give
 bit-identical requantised outputs (``nn.engine``): ``lowrank`` (one float convolution over
-the (1+R)*C low-rank expanded channels; R = 0 for an exact LUT) and ``gather`` (the tabled
-LUT-gather kernels). ``LayerPaths`` holds a layer's candidates; with path ``auto`` it runs
+the (1+R)*C low-rank expanded channels; R = 0 for an exact LUT), ``fused`` (one float
+convolution over S*C channels from an exact integer factorisation of the LUT's whole product
+table, offered where its rank S < 1 + R: the exact term fused into the error terms) and
+``gather`` (the tabled LUT-gather kernels). ``LayerPaths`` holds a layer's candidates; with path ``auto`` it runs
 every candidate on the first batch of each input shape, checks that their outputs are equal
 over the whole tensor, times them (interleaved rounds, median) and keeps the fastest for that
 shape. The choice is cached in memory and on disk under ``$AXLAB_CACHE/nn_paths``, one small
@@ -13,7 +15,7 @@ measured on a busy machine stays until its file is deleted (``rm -r $AXLAB_CACHE
 
 Which path runs may vary between machines and runs; the logits never do.
 
-The process-wide default path comes from ``$AXLAB_NN_PATH`` (auto | lowrank | gather; default
+The process-wide default path comes from ``$AXLAB_NN_PATH`` (auto | lowrank | fused | gather; default
 auto); the CLI's ``--path`` sets it (``set_default_path``) so worker processes inherit it.
 """
 from __future__ import annotations
@@ -35,7 +37,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: the CLI imports this mo
 
     import torch
 
-PATHS = ("auto", "lowrank", "gather")
+PATHS = ("auto", "lowrank", "fused", "gather")
 ENV = "AXLAB_NN_PATH"
 CACHE_VERSION = 1
 ROUNDS = 3  # timed rounds per candidate after one untimed (warm-up + equality check) run
@@ -44,7 +46,7 @@ REMEASURE = False  # True: ignore cached choices (still write the new ones), e.g
 
 
 def check_path(path: str, what: str = "--path") -> str:
-    """Validate a path name (auto | lowrank | gather)."""
+    """Validate a path name (auto | lowrank | fused | gather)."""
     if path not in PATHS:
         raise AxlabError(f"{what} {path!r}: expected one of {', '.join(PATHS)}")
     return path
@@ -64,8 +66,9 @@ def set_default_path(path: str | None) -> None:
 
 
 PATH_HELP = ("exact MAC path of the numba backend: auto = the fastest, measured per layer on the first batch of "
-             "each shape and cached; lowrank = the low-rank convolution where the LUT allows; gather = the "
-             "LUT-gather kernels (default: $AXLAB_NN_PATH or auto; the logits are the same either way)")
+             "each shape and cached; lowrank = the low-rank convolution where the LUT allows; fused = the "
+             "convolution over the factorised product table where it has fewer terms (else as lowrank); "
+             "gather = the LUT-gather kernels (default: $AXLAB_NN_PATH or auto; the logits are the same either way)")
 
 
 def add_path_option(p: argparse.ArgumentParser) -> None:

@@ -114,6 +114,21 @@ def test_integer_factor_exact_and_limits():
     assert f is not None and f.rank == 3
 
 
+def test_balance_keeps_the_product_and_shrinks_near_parallel_terms():
+    from nn.lowrank import LowRank, _cost, balance
+
+    a = np.arange(256, dtype=np.int64) - 128
+    # the shape integer_factor returns for truncation-like tables: two near-parallel columns
+    U = np.stack([a // 2, 16 * a, 16 * a - (a // 8)], axis=1)
+    rng = np.random.default_rng(5)
+    V = np.concatenate([rng.integers(-760, 761, (1, 256)), rng.integers(-8, 9, (2, 256))])
+    f = balance(LowRank(U, V))
+    assert np.array_equal(f.U @ f.V, U @ V)  # the whole table, exactly
+    assert _cost(f.U, f.V) < 0.7 * _cost(U, V) and np.abs(f.U).max() <= 16
+    g = balance(f)  # a balanced factorisation is a fixed point (no step lowers the cost)
+    assert np.array_equal(g.U, f.U) and np.array_equal(g.V, f.V)
+
+
 def test_requant_multiplier():
     m = np.array([0.5, 0.123456, 1e-4, 0.99999999999])
     m0, rs = requant_multiplier(m)

@@ -14,7 +14,8 @@ import torch
 
 from hwsim.errors import AxlabError
 from nn import paths
-from nn.engine import ConvMac, IntegerEngine, NumbaGather
+from hwsim.lut import Lut
+from nn.engine import IntegerEngine, fused_factor, lut_factor, lut_product_factor, product_table
 from tests.nn_fixtures import fullrank_lut, lowrank_lut
 
 
@@ -49,8 +50,30 @@ def model():
     return _MODEL
 
 
-@pytest.mark.parametrize("lut", [lowrank_lut(11, 2, signed=True), lowrank_lut(12, 3, signed=False),
-                                 fullrank_lut(13, signed=True)], ids=["signed", "unsigned", "fullrank"])
+def truncated_lut(ka: int, kb: int, signed: bool) -> Lut:
+    """Exact product of operands with their ka / kb low bits cleared: error rank 2, but the
+    product table itself has rank 1 (signed) or 2 (unsigned), so the fused path is offered."""
+    v = np.arange(256) - (128 if signed else 0)
+    t = np.multiply.outer((v >> ka) << ka, (v >> kb) << kb)
+    return Lut(f"trunc{ka}{kb}{'s' if signed else 'u'}", t.astype(np.int32), 8, 8, signed)
+
+
+LUTS = [lowrank_lut(11, 2, signed=True), lowrank_lut(12, 3, signed=False), fullrank_lut(13, signed=True),
+        truncated_lut(2, 3, signed=True), truncated_lut(1, 2, signed=False)]
+
+
+def test_fused_factor_offered_only_with_fewer_terms():
+    assert [fused_factor(lut) is not None for lut in LUTS] == [False, False, False, True, True]
+    for lut in LUTS[3:]:
+        f, e = lut_product_factor(lut), lut_factor(lut)
+        assert f.rank < 1 + e.rank
+        assert np.array_equal(f.U @ f.V, product_table(lut))  # the whole table, exactly
+        # and the product table is what the gather kernels' corrections imply: LUT - zw * a_op
+        zw = 0 if lut.signed else 128
+        assert np.array_equal(product_table(lut), lut.table.astype(np.int64) - zw * lut.values_a()[:, None])
+
+
+@pytest.mark.parametrize("lut", LUTS, ids=["signed", "unsigned", "fullrank", "trunc-signed", "trunc-unsigned"])
 def test_auto_equals_every_forced_path(lut):
     b, x = model()
     luts = [lut] * len(b.layers())
@@ -60,28 +83,41 @@ def test_auto_equals_every_forced_path(lut):
     got = auto.logits(x, batch=16)  # two batch shapes: 16 and 8
     assert np.array_equal(got, ref), "auto"
     rep = auto.path_report()
-    low = lut.name.startswith("lowrank")
+    expect = {"gather"} | ({"lowrank"} if lut_factor(lut) is not None else set()) | (
+        {"fused"} if fused_factor(lut) is not None else set())
+    offered = set()
     for name, r in rep.items():
-        assert set(r["candidates"]) == ({"lowrank", "gather"} if low else {"gather"}), name
+        # a low-rank form whose magnitudes allow no exact float convolution is left out per layer
+        assert "gather" in r["candidates"] and set(r["candidates"]) <= expect, name
+        offered |= set(r["candidates"])
         assert [s["input"][0] for s in r["shapes"]] == [16, 8]
-        if low:  # measured on the first batch of each shape, with both candidates timed
-            assert all(s["how"] == "measured" and set(s["ms"]) == {"lowrank", "gather"} for s in r["shapes"])
-    for p in ("lowrank", "gather"):
+        if len(r["candidates"]) > 1:  # measured on the first batch of each shape, every candidate timed
+            assert all(s["how"] == "measured" and set(s["ms"]) == set(r["candidates"]) for s in r["shapes"])
+    assert offered == expect  # every path the LUT has is exercised somewhere in the network
+    for p in ("lowrank", "fused", "gather"):
         eng = IntegerEngine(b, luts, "numba", path=p)
         assert np.array_equal(eng.logits(x, batch=16), ref), p
-        kinds = {type(m) for lp in eng.paths.values() for m in lp.cands.values()}
-        assert kinds == ({ConvMac} if p == "lowrank" and low else {NumbaGather}), p
+        macs = [m for lp in eng.paths.values() for m in lp.cands.values()]
+        assert len(macs) == len(b.layers())  # forced: one candidate per layer
+        kinds = {getattr(m, "kind") for m in macs}
+        if p == "gather" or not (expect - {"gather"}):
+            assert kinds == {"gather-numba"}, p
+        elif p == "lowrank":
+            assert "conv" in kinds and kinds <= {"conv", "gather-numba"}, p
+        else:
+            assert ("fused" in kinds) == ("fused" in expect) and kinds <= {"fused", "conv", "gather-numba"}, p
     # each candidate alone, chosen through the cache (as if the machine had measured it fastest)
-    if low:
-        for p in ("lowrank", "gather"):
-            for f in Path(paths.cache_dir(), "nn_paths").glob("*.json"):
-                rec = json.loads(f.read_text())
+    for p in sorted(expect):
+        for f in Path(paths.cache_dir(), "nn_paths").glob("*.json"):
+            rec = json.loads(f.read_text())
+            if p in rec["key"]["candidates"]:
                 rec["path"] = p
                 f.write_text(json.dumps(rec))
-            eng = IntegerEngine(b, luts, "numba")
-            assert np.array_equal(eng.logits(x, batch=16), ref), p
-            assert all(r["path"] == p and all(s["how"] == "cache" for s in r["shapes"])
-                       for r in eng.path_report().values())
+        eng = IntegerEngine(b, luts, "numba")
+        assert np.array_equal(eng.logits(x, batch=16), ref), p
+        for r in eng.path_report().values():
+            assert all(s["how"] == ("cache" if len(r["candidates"]) > 1 else "only") for s in r["shapes"])
+            assert r["path"] == p or p not in r["candidates"]
 
 
 def test_default_path_from_environment(monkeypatch):
@@ -91,13 +127,16 @@ def test_default_path_from_environment(monkeypatch):
     assert IntegerEngine(b, luts, "numba").path == "gather"
     assert IntegerEngine(b, luts, "numba", lowrank=False).path == "gather"
     monkeypatch.setenv(paths.ENV, "fastest")
-    with pytest.raises(AxlabError, match=r"\$AXLAB_NN_PATH 'fastest'.*auto, lowrank, gather"):
+    with pytest.raises(AxlabError, match=r"\$AXLAB_NN_PATH 'fastest'.*auto, lowrank, fused, gather"):
         IntegerEngine(b, luts, "numba")
     monkeypatch.delenv(paths.ENV)
     with pytest.raises(AxlabError, match="--path lowrank needs --backend numba"):
         IntegerEngine(b, luts, "torch", path="lowrank")
-    with pytest.raises(AxlabError, match="contradicts --no-lowrank"):
-        IntegerEngine(b, luts, "numba", lowrank=False, path="lowrank")
+    with pytest.raises(AxlabError, match="--path fused needs --backend numba"):
+        IntegerEngine(b, luts, "cuda", path="fused")
+    for p in ("lowrank", "fused"):
+        with pytest.raises(AxlabError, match=f"--path {p} contradicts --no-lowrank"):
+            IntegerEngine(b, luts, "numba", lowrank=False, path=p)
 
 
 # ---------------------------------------------------------------- the cache, on fake candidates
@@ -124,7 +163,8 @@ def test_cache_key_components(monkeypatch):
     x = torch.zeros((4, 4, 6, 6))
     assert Counted().choose(x) == "measured"
     assert Counted().choose(x) == "cache"
-    assert Counted().choose(torch.zeros((2, 4, 6, 6))) == "measured"   # batch size
+    assert Counted().choose(torch.zeros((3, 4, 6, 6))) == "cache"      # batch size class: 3 -> 4
+    assert Counted().choose(torch.zeros((2, 4, 6, 6))) == "measured"   # batch size (class)
     assert Counted().choose(torch.zeros((4, 4, 7, 6))) == "measured"   # input height (layer shape)
     assert Counted(shape={"C": 4, "Co": 16, "k": [3, 3]}).choose(x) == "measured"  # layer shape
     assert Counted(lut="b" * 64).choose(x) == "measured"               # LUT sha256
