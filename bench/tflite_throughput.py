@@ -24,6 +24,9 @@ machine, with the load average this prints.
     python bench/tflite_throughput.py [--images 512] [--repeats 3] [--threads 2] [--batch 256]
                                       [--multipliers a,b,...] [--quick]
 
+The process runs with ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it (torch's and
+numba's OpenMP pools otherwise spin against each other; printed in the header).
+
 ``--quick`` (smoke test: 64 images, 1 repeat, 3 multipliers) checks that everything runs; its
 figures mean nothing.
 """
