@@ -2,7 +2,7 @@
 // tensors of N elements with LiteRT's integer arithmetic (both inputs rescaled):
 //   a'  = mbqm((a - Z1) << 20, M1, SH1),  b' = mbqm((b - Z2) << 20, M2, SH2)
 //   out = clamp(mbqm(a' + b', MO, SHO) + ZO, LO, HI)
-// (mbqm: axlab_tfl_mbqm, gemmlowp double rounding). Two RAM reads per element, like
+// (mbqm: axlab_tfl_mbqm_dbl, gemmlowp double rounding). Two RAM reads per element, like
 // axlab_add_engine (same timing: 2 clocks per element).
 module axlab_tfl_add_engine #(
     parameter integer N = 1,
@@ -36,13 +36,13 @@ module axlab_tfl_add_engine #(
   assign raddr = addr[AW-1:0];
   wire signed [31:0] da = a_r - Z1;  // |code - zero point| <= 255: << 20 fits int32
   wire signed [31:0] db = b - Z2;
-  wire signed [63:0] sa, sb, so;
-  axlab_tfl_mbqm u_a (.x(da <<< LEFT), .m(M1S), .shift(SH1S), .single(1'b0), .y(sa));
-  axlab_tfl_mbqm u_b (.x(db <<< LEFT), .m(M2S), .shift(SH2S), .single(1'b0), .y(sb));
-  wire signed [31:0] sum = sa[31:0] + sb[31:0];
-  axlab_tfl_mbqm u_o (.x(sum), .m(MOS), .shift(SHOS), .single(1'b0), .y(so));
+  wire signed [31:0] sa, sb, so;
+  axlab_tfl_mbqm_dbl u_a (.x(da <<< LEFT), .m(M1S), .shift(SH1S), .y(sa));
+  axlab_tfl_mbqm_dbl u_b (.x(db <<< LEFT), .m(M2S), .shift(SH2S), .y(sb));
+  wire signed [31:0] sum = sa + sb;
+  axlab_tfl_mbqm_dbl u_o (.x(sum), .m(MOS), .shift(SHOS), .y(so));
   wire [7:0] q8;
-  axlab_tfl_clamp u_clamp (.v(so), .zo(ZO8), .lo(LO8), .hi(HI8), .q(q8));
+  axlab_tfl_clamp u_clamp (.v({{32{so[31]}}, so}), .zo(ZO8), .lo(LO8), .hi(HI8), .q(q8));
   wire [31:0] out_addr = OUT_BASE + i;
 
   always @(posedge clk) begin

@@ -35,6 +35,22 @@ module axlab_tfl_rdbpot (
   assign y = sh + (({1'b0, rem} > thr) ? 32'sd1 : 32'sd0);
 endmodule
 
+// the double-rounding form alone (ADD's rescaling needs no other)
+module axlab_tfl_mbqm_dbl (
+    input  wire signed [31:0] x,
+    input  wire signed [31:0] m,
+    input  wire signed [7:0]  shift,
+    output wire signed [31:0] y
+);
+  wire [4:0] left = shift[7] ? 5'd0 : shift[4:0];
+  wire [7:0] neg = 8'd0 - shift;
+  wire [4:0] right = shift[7] ? neg[4:0] : 5'd0;
+  wire signed [31:0] xl = x <<< left;              // wraps to 32 bits, as the int32 C++ expression
+  wire signed [31:0] hi;
+  axlab_tfl_srdhm u_srdhm (.a(xl), .b(m), .y(hi));
+  axlab_tfl_rdbpot u_rdbpot (.x(hi), .e(right), .y(y));
+endmodule
+
 module axlab_tfl_mbqm (
     input  wire signed [31:0] x,
     input  wire signed [31:0] m,
@@ -43,14 +59,8 @@ module axlab_tfl_mbqm (
     output wire signed [63:0] y
 );
   // double rounding (gemmlowp)
-  wire [4:0] left = shift[7] ? 5'd0 : shift[4:0];
-  wire [7:0] neg = 8'd0 - shift;
-  wire [4:0] right = shift[7] ? neg[4:0] : 5'd0;
-  wire signed [31:0] xl = x <<< left;              // wraps to 32 bits, as the int32 C++ expression
-  wire signed [31:0] hi;
   wire signed [31:0] dbl;
-  axlab_tfl_srdhm u_srdhm (.a(xl), .b(m), .y(hi));
-  axlab_tfl_rdbpot u_rdbpot (.x(hi), .e(right), .y(dbl));
+  axlab_tfl_mbqm_dbl u_dbl (.x(x), .m(m), .shift(shift), .y(dbl));
   // single rounding (TFLITE_SINGLE_ROUNDING)
   wire signed [63:0] p = x * m;
   wire [7:0] total = 8'd31 - shift;                // 1..62

@@ -9,8 +9,9 @@
 //   scale = 1 / sum: headroom = clz(sum), one_over_one_plus_x((sum << headroom) - 1) (Newton-Raphson,
 //           three iterations), exponent = (12 - headroom) + 31 - 8
 //   out   = clamp(RoundingDivideByPOT(srdhm(scale, e), exponent) - 128, -128, 127)
-// Phases: N clocks to find the max; two clocks per code to sum (RAM read, then table read); one
-// clock for the reciprocal; two clocks per code to write the outputs: 5N + 1 clocks.
+// Phases: N clocks to find the max; two clocks per code to sum (RAM read, then table read); seven
+// clocks for the reciprocal (one srdhm unit, shared with the outputs); two clocks per code to write
+// the outputs: 5N + 7 clocks.
 // N <= 512 keeps exponent <= 31 (sum < 2^28).
 module axlab_tfl_softmax_engine #(
     parameter integer N = 10,
@@ -47,7 +48,8 @@ module axlab_tfl_softmax_engine #(
   wire signed [31:0] e_acc;
   axlab_tfl_rdbpot u_acc (.x(e), .e(5'd12), .y(e_acc));
 
-  // ---- reciprocal of the sum (GetReciprocal)
+  // ---- reciprocal of the sum (GetReciprocal), sequential: one srdhm unit serves the seven
+  // products of the reciprocal (S_RECIP, clocks r = 0..6) and the output products (S_OUT)
   reg [5:0] headroom;
   integer b;
   always @* begin
@@ -62,22 +64,26 @@ module axlab_tfl_softmax_engine #(
   wire signed [32:0] hs1 = hs + (hs[32] ? -33'sd1 : 33'sd1);
   wire signed [32:0] hs2 = hs1 >>> 1;
   wire signed [31:0] half_den = (hs1[32] && hs1[0]) ? hs2[31:0] + 32'sd1 : hs2[31:0];  // truncating / 2
-  wire signed [31:0] t0;
-  axlab_tfl_srdhm u_t0 (.a(half_den), .b(-32'sd1010580540), .y(t0));
-  wire signed [31:0] x0 = 32'sd1515870810 + t0;
-  wire signed [31:0] x1, x2, x3;
-  axlab_tfl_nr_step u_nr1 (.half_den(half_den), .x(x0), .y(x1));
-  axlab_tfl_nr_step u_nr2 (.half_den(half_den), .x(x1), .y(x2));
-  axlab_tfl_nr_step u_nr3 (.half_den(half_den), .x(x2), .y(x3));
-  wire signed [31:0] scale = (x3 > 32'sd1073741823) ? 32'sh7fffffff :
-                             (x3 < -32'sd1073741823) ? 32'sh80000000 : (x3 <<< 1);  // SaturatingRoundingMultiplyByPOT<1>
+  reg [2:0] r;                                     // reciprocal clock
+  reg signed [31:0] xr, hdx_r;                     // Newton-Raphson estimate (Q2.29), half_den * x
+  // srdhm operands: r = 0: half_den * -32/17; odd r: half_den * x; even r > 0: x * (1 - half_den * x);
+  // S_OUT: scale * e
+  wire signed [31:0] mul_a = (state == S_OUT) ? scale_r : (r == 3'd0 || r[0]) ? half_den : xr;
+  wire signed [31:0] mul_b = (state == S_OUT) ? e : (r == 3'd0) ? -32'sd1010580540 :
+                             r[0] ? xr : 32'sd536870912 - hdx_r;
+  wire signed [31:0] p;
+  axlab_tfl_srdhm u_mul (.a(mul_a), .b(mul_b), .y(p));
+  // SaturatingRoundingMultiplyByPOT<2> of the step, the new estimate, then <1> of the last one
+  wire signed [31:0] p4 = (p > 32'sd536870911) ? 32'sh7fffffff : (p < -32'sd536870911) ? 32'sh80000000 : (p <<< 2);
+  wire signed [31:0] x_next = xr + p4;
+  wire signed [31:0] scale = (x_next > 32'sd1073741823) ? 32'sh7fffffff :
+                             (x_next < -32'sd1073741823) ? 32'sh80000000 : (x_next <<< 1);
   wire [5:0] expo = 6'd35 - headroom;              // (12 - headroom) + 31 - 8
 
   // ---- output code
-  wire signed [31:0] p, r;
-  axlab_tfl_srdhm u_out (.a(scale_r), .b(e), .y(p));
-  axlab_tfl_rdbpot u_div (.x(p), .e(expo_r[4:0]), .y(r));
-  wire signed [31:0] o = r - 32'sd128;
+  wire signed [31:0] rq;
+  axlab_tfl_rdbpot u_div (.x(p), .e(expo_r[4:0]), .y(rq));
+  wire signed [31:0] o = rq - 32'sd128;
   wire [7:0] q8 = (o > 32'sd127) ? 8'd127 : (o < -32'sd128) ? 8'h80 : o[7:0];
   wire [31:0] out_addr = OUT_BASE + i;
 
@@ -104,14 +110,24 @@ module axlab_tfl_softmax_engine #(
           sum <= sum + e_acc;
           if (i == N - 1) begin
             i <= 0;
+            r <= 3'd0;
             state <= S_RECIP;
           end else i <= i + 1;
         end
       end
       S_RECIP: begin
-        scale_r <= scale;
-        expo_r <= expo;
-        state <= S_OUT;
+        r <= r + 3'd1;
+        if (r == 3'd0) begin
+          xr <= 32'sd1515870810 + p;               // 48/17 - 32/17 * half_den
+          expo_r <= expo;
+        end else if (r[0]) hdx_r <= p;
+        else begin
+          xr <= x_next;
+          if (r == 3'd6) begin
+            scale_r <= scale;
+            state <= S_OUT;
+          end
+        end
       end
       S_OUT: begin
         ph <= ~ph;
@@ -129,19 +145,4 @@ module axlab_tfl_softmax_engine #(
       default: state <= S_IDLE;
     endcase
   end
-endmodule
-
-// one Newton-Raphson step of gemmlowp's one_over_one_plus_x_for_x_in_0_1 (Q2.29):
-//   y = x + SaturatingRoundingMultiplyByPOT<2>(srdhm(x, 1 - srdhm(half_den, x)))
-module axlab_tfl_nr_step (
-    input  wire signed [31:0] half_den,
-    input  wire signed [31:0] x,
-    output wire signed [31:0] y
-);
-  wire signed [31:0] hdx, t;
-  axlab_tfl_srdhm u_hdx (.a(half_den), .b(x), .y(hdx));
-  wire signed [31:0] one_minus = 32'sd536870912 - hdx;
-  axlab_tfl_srdhm u_t (.a(x), .b(one_minus), .y(t));
-  wire signed [31:0] t4 = (t > 32'sd536870911) ? 32'sh7fffffff : (t < -32'sd536870911) ? 32'sh80000000 : (t <<< 2);
-  assign y = x + t4;
 endmodule

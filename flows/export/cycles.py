@@ -24,8 +24,8 @@ def step_clocks(s: Step) -> int:
         return p["C"] * p["HO"] * p["WO"] * (p["KH"] * p["KW"] + 1)
     if s.kind == "add":
         return 2 * p["N"]
-    if s.kind == "softmax":  # max: N; sum: 2 per code; reciprocal: 1; outputs: 2 per code
-        return 5 * p["N"] + 1
+    if s.kind == "softmax":  # max: N; sum: 2 per code; reciprocal: 7; outputs: 2 per code
+        return 5 * p["N"] + 7
     raise ValueError(f"unknown step kind {s.kind}")
 
 
