@@ -80,6 +80,13 @@ def _rows(y: torch.Tensor) -> np.ndarray:
     return y.contiguous().numpy()
 
 
+def _pair(corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A correction table (Pc, Co) as contiguous int64 (int64 epilogue) and float64 (exact
+    float64 epilogue: the entries are below 2^31 wherever that epilogue is used)."""
+    c = np.ascontiguousarray(np.asarray(corr, dtype=np.int64))
+    return c, c.astype(np.float64)
+
+
 class _Base:
     """Shared requantisation and output allocation of one layer (``L``: nn.tflite_engine._Layer)."""
 
@@ -108,27 +115,21 @@ class _Base:
         t, b, l, r = self.pad4
         return (h + t + b - self.kh) // self.stride[0] + 1, (w + l + r - self.kw) // self.stride[1] + 1
 
-    def finish(self, y: torch.Tensor, corr: np.ndarray, pix: int) -> torch.Tensor:
-        """Partial sums y (N, G*Co, H', W') channels_last or (N, G*Co) -> output codes."""
+    def finish(self, y: torch.Tensor, corr: tuple[np.ndarray, np.ndarray], pix: int) -> torch.Tensor:
+        """Partial sums y (N, G*Co, H', W') channels_last or (N, G*Co) -> output codes;
+        ``corr``: the correction table (Pc, Co) as int64 and as float64 (see ``_pair``)."""
         rows = _rows(y)
         out = np.empty((rows.shape[0], self.co), dtype=np.float32)
         L = self.L
         if self.f64 is not None:
-            K.requant_rows_f64(rows, self._corr_f64(corr), pix, *self.f64, float(L.zo), float(L.lo), float(L.hi),
+            K.requant_rows_f64(rows, corr[1], pix, *self.f64, float(L.zo), float(L.lo), float(L.hi),
                                bool(L.single), out)
         else:
-            K.requant_rows(rows, corr, pix, self.m, self.s, int(L.zo), int(L.lo), int(L.hi), bool(L.single), out)
+            K.requant_rows(rows, corr[0], pix, self.m, self.s, int(L.zo), int(L.lo), int(L.hi), bool(L.single), out)
         if y.dim() == 2:
             return torch.from_numpy(out)
         n, _, ho, wo = y.shape
         return torch.from_numpy(out.reshape(n, ho, wo, self.co)).permute(0, 3, 1, 2)
-
-    def _corr_f64(self, corr: np.ndarray) -> np.ndarray:
-        cache = self.__dict__.setdefault("_cf64", {})
-        c = cache.get(id(corr))
-        if c is None or c[0] is not corr:
-            c = cache[id(corr)] = (corr, corr.astype(np.float64))
-        return c[1]
 
     def finish_nchw(self, acc: np.ndarray, sidx: np.ndarray, zc: int, const: np.ndarray, n: int, ho: int,
                     wo: int) -> torch.Tensor:
@@ -157,11 +158,11 @@ class ExactConv(_Base):
         self.sym, self.extra = _split_pad(self.pad4)
         self.kind = f"exact {str(self.dtype)[6:]} conv"
         self.bq = L.bq.numpy().astype(np.int64)
-        self._corr: dict[tuple[int, int], np.ndarray] = {}
+        self._corr: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         sum_w = np.abs(self.w4).reshape(self.co, -1).sum(1)
         self.use_bound(int((np.abs(self.bq) + (128 + abs(int(L.za))) * sum_w).max()))
 
-    def corr(self, h: int, w: int) -> np.ndarray:
+    def corr(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """int64 (H'*W', Co): bias - za * (sum of the weights over the taps inside the image)."""
         c = self._corr.get((h, w))
         if c is None:
@@ -174,7 +175,7 @@ class ExactConv(_Base):
                 s4 = F.conv2d(ones, torch.from_numpy(self.w4.astype(np.float64)), None, self.stride, self.sym, 1,
                               self.groups)
                 s = s4[0].permute(1, 2, 0).reshape(-1, self.co).round().to(torch.int64).numpy()
-            c = self._corr[(h, w)] = np.ascontiguousarray(self.bq[None, :] - int(self.L.za) * s)
+            c = self._corr[(h, w)] = _pair(self.bq[None, :] - int(self.L.za) * s)
         return c
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -211,7 +212,7 @@ class LowRankConv(_Base):
         self.R, self.groups, self.c_pad, self.dtype = cm.R, cm.groups, cm.c_pad, cm.dtype
         self.tabs = np.ascontiguousarray(cm.tabs, dtype=np.float32)
         self.weight = as_cl(cm.weight)
-        self.corr = np.ascontiguousarray(cm.const.astype(np.int64)[None, :])
+        self.corr = _pair(cm.const[None, :])
         self.use_bound(int(cm.total_bound))
         self.kind = f"lowrank R={self.R} {str(self.dtype)[6:]}" + (f" x{self.groups} groups" if self.groups > 1
                                                                       else "")
@@ -257,7 +258,7 @@ class LowRankDepthwise(_Base):
         self.dtype = torch.float32 if bound < F32_EXACT else torch.float64
         self.tabs = np.ascontiguousarray(tabs, dtype=np.float32)
         self.weight = as_cl(torch.from_numpy(we.astype(np.float64)).to(self.dtype))
-        self.corr = np.ascontiguousarray(const[None, :])
+        self.corr = _pair(const[None, :])
         self.use_bound(bound + int(np.abs(const).max()))
         self.c_in = c_in
         self.kind = f"lowrank-depthwise R={self.R} {str(self.dtype)[6:]}"
