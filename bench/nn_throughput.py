@@ -112,8 +112,8 @@ def main() -> int:
     import numba
 
     print(f"machine: {_cpu_model()}, {os.cpu_count()} logical CPUs ({_cores()}); torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), numba {numba.__version__} ({get_num_threads()} threads, "
-          f"{numba.config.THREADING_LAYER} layer), numpy {np.__version__}, Python {sys.version.split()[0]}")
+          f"({torch.get_num_threads()} threads), numba {numba.__version__} ({get_num_threads()} threads), "
+          f"numpy {np.__version__}, Python {sys.version.split()[0]}")
     print(f"ResNet8, batch {args.batch}x3x32x32, path {args.path}, {args.repeats} repeats x {args.reps} reps, "
           f"load average at start {_load()}", flush=True)
     t_start = time.perf_counter()
@@ -196,7 +196,8 @@ def main() -> int:
         print(f"{name:24s} {kern_info[name]:>40s} {_spread(v, '{:.2e}'):>33s}")
     print(f"gather kernels, all layers of the network: {_spread(kern_total, '{:.2e}')} lookups/s (goal >= 4e9); "
           f"whole network incl. index preparation, epilogues and adds: {_spread(net_lookups, '{:.2e}')}")
-    print(f"wall time {time.perf_counter() - t_start:.0f} s, load average at the end {_load()}")
+    print(f"wall time {time.perf_counter() - t_start:.0f} s, load average at the end {_load()}; numba threading "
+          f"layer {numba.threading_layer()}")
     return 0
 
 
