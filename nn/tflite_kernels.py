@@ -198,40 +198,49 @@ def expand_nhwc(x, za, tabs, top, left, interleave, out):  # pragma: no cover - 
     """Low-rank operands of codes x (N, H, W, C) float32 into the padded out (N, Hp, Wp, Cp):
     x - za and tabs[r, x + 128] (tabs (R, 256) float32, 0 at the zero point's index), channel
     (1+r)*C + c (``interleave`` False; channels past (1+R)*C are 0) or c*(1+R) + r (True,
-    for grouped convolutions); padding positions are 0 (= the zero point, centred)."""
+    for grouped convolutions); padding positions are 0 (= the zero point, centred).
+    Flat unsigned offsets: no negative-index wraparound checks in the inner loops."""
     n_img, h, w, c = x.shape
     rk = tabs.shape[0]
     hp, wp, cp = out.shape[1], out.shape[2], out.shape[3]
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    tf = tabs.reshape(-1)
     for t in prange(n_img * hp):
         n = t // hp
         yy = t - n * hp
         ys = yy - top
+        obase = np.uint64(t * wp * cp)
+        if ys < 0 or ys >= h:
+            for i in range(wp * cp):
+                of[obase + np.uint64(i)] = 0.0
+            continue
         for xx in range(wp):
             xs = xx - left
-            o = out[n, yy, xx]
-            if ys < 0 or ys >= h or xs < 0 or xs >= w:
+            ob = obase + np.uint64(xx * cp)
+            if xs < 0 or xs >= w:
                 for ch in range(cp):
-                    o[ch] = 0.0
+                    of[ob + np.uint64(ch)] = 0.0
                 continue
-            xr = x[n, ys, xs]
+            xb = np.uint64(((n * h + ys) * w + xs) * c)
             if interleave:
                 for ch in range(c):
-                    v = xr[ch]
-                    k = np.int64(v) + 128
-                    base = ch * (1 + rk)
-                    o[base] = v - za
+                    v = xf[xb + np.uint64(ch)]
+                    k = np.uint64(np.int64(v) + 128)
+                    base = ob + np.uint64(ch * (1 + rk))
+                    of[base] = v - za
                     for r in range(rk):
-                        o[base + 1 + r] = tabs[r, k]
+                        of[base + np.uint64(1 + r)] = tf[np.uint64(r * 256) + k]
             else:
                 for ch in range(c):
-                    v = xr[ch]
-                    o[ch] = v - za
+                    of[ob + np.uint64(ch)] = xf[xb + np.uint64(ch)] - za
                 for r in range(rk):
-                    tr = tabs[r]
+                    rb = ob + np.uint64((1 + r) * c)
+                    tb = np.uint64(r * 256 + 128)
                     for ch in range(c):
-                        o[(1 + r) * c + ch] = tr[np.int64(xr[ch]) + 128]
+                        of[rb + np.uint64(ch)] = tf[tb + np.uint64(np.int64(xf[xb + np.uint64(ch)]))]
                 for ch in range((1 + rk) * c, cp):
-                    o[ch] = 0.0
+                    of[ob + np.uint64(ch)] = 0.0
 
 
 # Exact float64 forms of MultiplyByQuantizedMultiplier (see ``mbqm_f64_params``). With
