@@ -37,6 +37,7 @@ import glob
 import math
 import os
 import statistics
+from collections import Counter
 import sys
 import time
 from pathlib import Path
@@ -130,7 +131,10 @@ def main() -> int:
 
     import numba
 
+    from nn import paths
     from nn.api import load_dataset, load_implementation, load_model
+
+    paths.REMEASURE = True  # path auto: each layer's path chosen by this run's timings, not a cached choice
 
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     mults = args.multipliers.split(",") if args.multipliers else sorted(glob.glob(str(MULTS / "*.v")))
@@ -150,6 +154,7 @@ def main() -> int:
     q_out = impls["QNN"].logits(x)
     for impl in list(impls.values())[1:]:
         impl.logits(x[: min(n, args.batch)])  # warm-up: compilation and per-layer path choice
+    paths.REMEASURE = False
     print(f"{n} images, LiteRT default kernels num_threads={args.threads}, numba threads "
           f"{numba.get_num_threads()}, axlab batch {args.batch}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
           f"load average "
@@ -184,8 +189,10 @@ def main() -> int:
             before = after
     print(f"\n{'':14s}{'images/s':>22s}  {'/ LiteRT':>22s}")
     print(f"{'LiteRT':14s}{_spread(rates['LiteRT'], '{:.0f}'):>22s}")
-    for name in impls:
-        print(f"{name:14s}{_spread(rates[name], '{:.0f}'):>22s}  {_spread(ratios[name]):>22s}")
+    for name, impl in impls.items():
+        kinds = Counter(v.split("(", 1)[-1].rstrip(")") for v in impl.engine.describe().values())
+        how = ", ".join(f"{k} x{c}" for k, c in kinds.items())  # each layer's MAC path (nn/tflite_fast.py)
+        print(f"{name:14s}{_spread(rates[name], '{:.0f}'):>22s}  {_spread(ratios[name]):>22s}   {how}")
     ax = [k for k in impls if k != "QNN"]
     q_ratio = statistics.median(ratios["QNN"])
     print(f"\nQNN / LiteRT: {q_ratio:.3f} (goal >= 1.0: {'met' if q_ratio >= 1.0 else 'NOT met'})")
