@@ -180,8 +180,8 @@ class TfliteEngine:
         self.bundle, self.backend = bundle, backend
         self.path = check_path(path) if path is not None else default_path()
         if not lowrank:
-            if path == "lowrank":
-                raise AxlabError("--path lowrank contradicts --no-lowrank (lowrank=False)")
+            if path in ("lowrank", "fused"):
+                raise AxlabError(f"--path {path} contradicts --no-lowrank (lowrank=False)")
             self.path = "gather"
         self.fast: dict[str, Any] = {}  # numba backend: layer -> its MAC (nn.tflite_fast)
         self.add_f64: dict[str, tuple[np.ndarray, ...]] = {}  # numba backend: ADD's float64 constants

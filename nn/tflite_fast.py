@@ -204,18 +204,21 @@ class LowRankConv(_Base):
     """AxNN MAC of a conv / dense layer through the LUT's low-rank form (nn.engine.ConvMac's
     expanded weights and bounds; operands expanded and padded once by ``expand_nhwc``)."""
 
-    def __init__(self, L: Any, factor: Any) -> None:
+    def __init__(self, L: Any, factor: Any, whole: bool = False, signed: bool = True) -> None:
         from nn.engine import ConvMac
 
         super().__init__(L)
-        cm = ConvMac(_layer_q(L), factor)  # raises AxlabError when no exact float form exists
+        # whole: the fused path (factor of the whole product table, nn.engine.fused_factor): the
+        # R factor channel sets only, no exact set; raises AxlabError when no exact float form exists
+        cm = ConvMac(_layer_q(L), factor, signed, whole=whole)
+        self.whole = whole
         self.R, self.groups, self.c_pad, self.dtype = cm.R, cm.groups, cm.c_pad, cm.dtype
         self.tabs = np.ascontiguousarray(cm.tabs, dtype=np.float32)
         self.weight = as_cl(cm.weight)
         self.corr = _pair(cm.const[None, :])
         self.use_bound(int(cm.total_bound))
-        self.kind = f"lowrank R={self.R} {str(self.dtype)[6:]}" + (f" x{self.groups} groups" if self.groups > 1
-                                                                      else "")
+        self.kind = f"{'fused S' if whole else 'lowrank R'}={self.R} {str(self.dtype)[6:]}" + (
+            f" x{self.groups} groups" if self.groups > 1 else "")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         t, b, l, r = self.pad4
@@ -225,7 +228,7 @@ class LowRankConv(_Base):
             xa = nhwc(x)
         n, h, w, _ = xa.shape
         xe = np.empty((n, h + t + b, w + l + r, self.c_pad), dtype=np.float32)
-        K.expand_nhwc(xa, np.float32(self.L.za), self.tabs, t, l, False, xe)
+        K.expand_nhwc(xa, np.float32(self.L.za), self.tabs, t, l, False, not self.whole, xe)
         xt = torch.from_numpy(xe).permute(0, 3, 1, 2).to(self.dtype)
         y = F.conv2d(xt, self.weight, None, self.stride, 0, 1, self.groups)
         if self.dense:
@@ -268,7 +271,7 @@ class LowRankDepthwise(_Base):
         xa = nhwc(x)
         n, h, w, c = xa.shape
         xe = np.empty((n, h + t + b, w + l + r, c * (1 + self.R)), dtype=np.float32)
-        K.expand_nhwc(xa, np.float32(self.L.za), self.tabs, t, l, True, xe)
+        K.expand_nhwc(xa, np.float32(self.L.za), self.tabs, t, l, True, True, xe)
         xt = torch.from_numpy(xe).permute(0, 3, 1, 2).to(self.dtype)
         y = F.conv2d(xt, self.weight, None, self.stride, 0, 1, self.c_in)
         return self.finish(y, self.corr, int(y.shape[2] * y.shape[3]))
@@ -324,16 +327,26 @@ class GatherDepthwise(_Base):
 
 
 def build(L: Any, lut: Lut | None, path: str, max_rank: int) -> Any:
-    """The fast MAC of one layer: ExactConv (``lut`` None), else the LUT's paths (low-rank and
-    gather) under nn.paths.LayerPaths (``path``: auto | lowrank | gather)."""
+    """The fast MAC of one layer: ExactConv (``lut`` None), else the LUT's paths (fused, where
+    the whole product table has a smaller factorisation, low-rank, gather) under
+    nn.paths.LayerPaths (``path``: auto | lowrank | fused | gather)."""
     from nn.engine import lut_factor
     from nn.paths import LayerPaths
 
     if lut is None:
         return ExactConv(L)
     cands: dict[str, Any] = {}
-    if path != "gather":
-        f = lut_factor(lut, max_rank)
+    f = lut_factor(lut, max_rank) if path != "gather" else None
+    if path in ("auto", "fused") and L.op != "tfl_dwconv" and f is not None and f.rank > 0:
+        from nn.engine import fused_factor
+
+        pf = fused_factor(lut, max_rank)  # fewer channel sets than the low-rank path, or None
+        if pf is not None:
+            try:
+                cands["fused"] = LowRankConv(L, pf, whole=True, signed=bool(lut.signed))
+            except AxlabError:
+                pass
+    if path in ("auto", "lowrank") or (path == "fused" and not cands):
         if f is not None and f.rank == 0:  # the LUT holds the exact products: the QNN's convolution
             cands["lowrank"] = ExactConv(L)
             cands["lowrank"].kind = "lowrank R=0: " + cands["lowrank"].kind

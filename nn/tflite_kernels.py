@@ -194,11 +194,12 @@ def pad_nhwc(x, top, left, val, out):  # pragma: no cover - jitted
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def expand_nhwc(x, za, tabs, top, left, interleave, out):  # pragma: no cover - jitted
+def expand_nhwc(x, za, tabs, top, left, interleave, with_x, out):  # pragma: no cover - jitted
     """Low-rank operands of codes x (N, H, W, C) float32 into the padded out (N, Hp, Wp, Cp):
     x - za and tabs[r, x + 128] (tabs (R, 256) float32, 0 at the zero point's index), channel
     (1+r)*C + c (``interleave`` False; channels past (1+R)*C are 0) or c*(1+R) + r (True,
-    for grouped convolutions); padding positions are 0 (= the zero point, centred).
+    for grouped convolutions); ``with_x`` False (not interleaved: the fused path): the tabs
+    only, channel r*C + c; padding positions are 0 (= the zero point, centred).
     Flat unsigned offsets: no negative-index wraparound checks in the inner loops."""
     n_img, h, w, c = x.shape
     rk = tabs.shape[0]
@@ -232,14 +233,16 @@ def expand_nhwc(x, za, tabs, top, left, interleave, out):  # pragma: no cover - 
                     for r in range(rk):
                         of[base + np.uint64(1 + r)] = tf[np.uint64(r * 256) + k]
             else:
-                for ch in range(c):
-                    of[ob + np.uint64(ch)] = xf[xb + np.uint64(ch)] - za
+                sx = 1 if with_x else 0
+                if with_x:
+                    for ch in range(c):
+                        of[ob + np.uint64(ch)] = xf[xb + np.uint64(ch)] - za
                 for r in range(rk):
-                    rb = ob + np.uint64((1 + r) * c)
+                    rb = ob + np.uint64((sx + r) * c)
                     tb = np.uint64(r * 256 + 128)
                     for ch in range(c):
                         of[rb + np.uint64(ch)] = tf[tb + np.uint64(np.int64(xf[xb + np.uint64(ch)]))]
-                for ch in range((1 + rk) * c, cp):
+                for ch in range((sx + rk) * c, cp):
                     of[ob + np.uint64(ch)] = 0.0
 
 

@@ -106,3 +106,26 @@ def test_lowrank_path_serves_depthwise_layers() -> None:
         kinds = e.describe()
         dw = [k for k, v in e.layers.items() if v.op == "tfl_dwconv"]
         assert dw and all("lowrank-depthwise" in kinds[k] for k in dw), kinds
+
+
+def test_fused_path_on_conv_and_dense_layers() -> None:
+    """A LUT whose products have a smaller factorisation than exact + error (activation
+    truncated to a multiple of 4: product rank 1, error rank 1) runs conv and dense layers on
+    the fused path (one channel set) and equals the torch gather reference on every tensor."""
+    from hwsim.lut import Lut
+    from nn.tflite_engine import TfliteEngine
+    from nn.tflite_import import import_tflite
+
+    a = np.arange(-128, 128, dtype=np.int64)
+    lut = Lut("trunc4", np.multiply.outer(a & ~3, a).astype(np.int32), 8, 8, True)
+    for name in ("conv_relu_pool", "residual_float_in"):
+        b = import_tflite(DATA / f"{name}.tflite")
+        x = np.random.default_rng(4).integers(0, 256, size=(3, *b.input_shape), dtype=np.uint8)
+        luts = [lut] * len(b.layers())
+        e = TfliteEngine(b, luts, "numba", path="fused")
+        got = e.run_all(x)
+        ref = TfliteEngine(b, luts, "torch").run_all(x)
+        for k, v in ref.items():
+            assert torch.equal(got[k].to(torch.int64), v.to(torch.int64)), (name, k)
+        kinds = e.describe()
+        assert all("fused S=1" in kinds[k] for k, v in e.layers.items() if v.op != "tfl_dwconv"), kinds
