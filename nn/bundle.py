@@ -164,11 +164,9 @@ def load_model(path: str | Path) -> ModelBundle:
     """Read a model file (safetensors; no code execution), or import a TFLite flatbuffer
     (recognised by its "TFL3" identifier; see nn.tflite_import). Corrupt files raise AxlabError.
     ``zoo:NAME`` names a model of the repository's zoo (nn.zoo; sha256 checked)."""
-    if isinstance(path, str) and path.startswith("zoo:"):
-        from nn.zoo import resolve
+    from nn.zoo import model_file
 
-        path = resolve(path)
-    path = Path(path)
+    path = model_file(path)
     try:
         data = path.read_bytes()
     except OSError as exc:

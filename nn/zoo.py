@@ -90,6 +90,13 @@ def resolve(spec: str) -> Path:
     return path
 
 
+def model_file(spec: str | Path) -> Path:
+    """The file a ``--model`` value names: ``zoo:NAME`` resolved (sha256 checked), else the path."""
+    if isinstance(spec, str) and spec.startswith("zoo:"):
+        return resolve(spec)
+    return Path(spec)
+
+
 def format_list(entries: list[dict[str, Any]]) -> str:
     """A plain-text table of the entries (``axlab zoo list``)."""
     if not entries:

@@ -60,6 +60,19 @@ def test_changed_file_unknown_name_and_training_entry_are_refused(zoo_dir):
     assert "training in progress" in zoo.format_list(zoo.read_index())
 
 
+def test_export_takes_zoo_names(zoo_dir, tmp_path):
+    """`axlab export --model zoo:NAME` resolves the zoo like every other command (it used to
+    read a file literally named "zoo:NAME")."""
+    from flows.export.generate import export
+
+    zoo.add_entry("tiny-r8", zoo_dir / "tiny.axm", command="cmd")
+    with pytest.raises(AxlabError, match="no such zoo model"):
+        export("zoo:other", tmp_path / "d.json", tmp_path / "out", synth=False)
+    with pytest.raises(AxlabError, match="d.json"):  # the model loaded; the (missing) design is next
+        export("zoo:tiny-r8", tmp_path / "d.json", tmp_path / "out", synth=False)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("entry, message", [
     ({"name": "../x", "status": "trained", "command": "c"}, "name"),
     ({"name": "x", "status": "done", "command": "c"}, "status"),

@@ -54,6 +54,7 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
     from nn.data import load_dataset
     from nn.design import load_design_dict, read_design
     from nn.engine import IntegerEngine
+    from nn.zoo import model_file
     from hwsim.rtlsim import _renamed
 
     def say(msg: str) -> None:
@@ -78,7 +79,7 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
     if freq is not None and not 0.1 <= float(freq) <= 1000:
         raise AxlabError(f"--freq must be in [0.1, 1000] MHz, got {freq}")
     out = Path(out)
-    model_path = Path(model)
+    model_path = model_file(model)  # zoo:NAME too
     bundle = load_model(model_path)
     tfl = any(n["op"].startswith("tfl_") for n in bundle.graph.nodes)
     dataset = dataset or bundle.dataset

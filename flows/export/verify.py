@@ -76,7 +76,7 @@ def check_reference(ck: CheckedExport, model: str | Path, design: str | Path) ->
     from nn.design import read_design
     from nn.engine import IntegerEngine
 
-    bundle = load_model(Path(model))
+    bundle = load_model(model)
     if bundle.sha256 != ck.manifest["model"].get("sha256"):
         raise AxlabError(f"export {ck.root}: model {model} (sha256 {bundle.sha256[:16]}...) is not the exported "
                          f"model ({str(ck.manifest['model'].get('sha256'))[:16]}... in manifest.json)")
