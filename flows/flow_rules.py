@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from flows.export.devices import DEVICES
 from hwsim.errors import AxlabError
 
 
@@ -132,7 +133,8 @@ RULES: dict[str, Any] = {
     "dse.objectives": _objectives, "dse.max_acc_loss": _percent, "dse.pop_size": _int_at_least(2),
     "dse.generations": _int_at_least(1), "dse.val_images": _int_at_least(1), "dse.probe_images": _int_at_least(0),
     "dse.attack": _attack_name, "dse.workers": _int_at_least(1), "dse.executor": _choice("local", "dask"),
-    "dse.scheduler": _nonempty,
+    "dse.scheduler": _nonempty, "dse.hw_cost": _choice("model", "synth"), "dse.hw_target": _choice(*DEVICES),
+    "dse.hw_lanes": _int_at_least(1), "dse.hw_dsp": _choice("auto", "never"),
     "attacks.designs": _int_at_least(0), "attacks.n": _int_at_least(1), "attacks.batch": _int_at_least(1),
     "attacks.list": _attack_list, "attacks.ax": _names, "attacks.params": _attack_params_by_name,
     "transfer.attack": _attack_name, "transfer.attacks": _attack_names, "cross.attack": _attack_name,
