@@ -18,6 +18,7 @@ from nn.bundle import ModelBundle, load_model, save_model
 from nn.data import load_dataset
 from nn.design import load_design_dict, make_design, read_design, resolve_multiplier, write_design
 from nn.engine import BACKENDS, IntegerEngine
+from nn.graph_check import is_tflite_graph
 from nn.quant import GraphModule
 
 __all__ = ["load_dataset", "load_model", "save_model", "ModelBundle", "approximable_layers", "load_images", "load_labels",
@@ -93,7 +94,7 @@ class Implementation:
 def _twin(bundle: ModelBundle, mode: str) -> tnn.Module:
     """The float ("float") or fake-quant ("fq") torch twin of a bundle (imported TFLite
     models: nn.tflite_float)."""
-    if any(n["op"].startswith("tfl_") for n in bundle.graph.nodes):
+    if is_tflite_graph(bundle.graph.nodes):
         from nn.tflite_float import TfliteFloatModule
 
         return TfliteFloatModule(bundle, mode)

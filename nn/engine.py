@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from hwsim.errors import AxlabError
 from hwsim.lut import Lut, exact_table
 from nn.bundle import ModelBundle
+from nn.graph_check import is_tflite_graph
 from nn.lowrank import LowRank, balance, integer_factor
 from nn.paths import LayerPaths, check_path, default_path
 
@@ -472,7 +473,7 @@ class IntegerEngine:
     instead (TFLite's own rounding; same interface)."""
 
     def __new__(cls, bundle: ModelBundle, *args: Any, **kwargs: Any) -> Any:
-        if cls is IntegerEngine and any(n["op"].startswith("tfl_") for n in bundle.graph.nodes):
+        if cls is IntegerEngine and is_tflite_graph(bundle.graph.nodes):
             from nn.tflite_engine import TfliteEngine
 
             return TfliteEngine(bundle, *args, **kwargs)

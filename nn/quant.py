@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn as tnn
 
 from nn.graph import LAYER_OPS, QUANT_OPS, Graph
+from nn.graph_check import is_tflite_graph
 
 QMIN, QMAX = -128, 127
 WMAX = 127
@@ -108,7 +109,7 @@ class GraphModule(tnn.Module):
     def __init__(self, graph: Graph, mode: str = "float", qparams: QuantParams | None = None,
                  ranges: dict[str, tuple[float, float]] | None = None, momentum: float = 0.05) -> None:
         super().__init__()
-        if any(n["op"].startswith("tfl_") for n in graph.nodes):
+        if is_tflite_graph(graph.nodes):
             from hwsim.errors import AxlabError
 
             raise AxlabError("graphs of imported TFLite models run in nn.tflite_float.TfliteFloatModule "

@@ -21,15 +21,14 @@ from flows.export.plan import clog2, ident, plan_network
 from flows.export.synth import resources_md, synthesize
 from flows.export.verilog import blackbox_verilog, top_verilog
 from hwsim.errors import AxlabError
+from nn.graph_check import is_tflite_graph
 
 
-def _accuracy(bundle: Any, luts: list[Any], dataset: str) -> dict[str, Any]:
-    """Top-1 accuracy of the design on the dataset's whole test split (bit-identical numba backend;
-    an imported model: argmax of its own output, the SOFTMAX codes, as ``axlab eval``)."""
-    from nn.data import load_dataset
+def _accuracy(bundle: Any, luts: list[Any], dataset: str, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Top-1 accuracy of the design on ``dataset``'s whole test split ``x``, ``y`` (bit-identical numba
+    backend; an imported model: argmax of its own output, the SOFTMAX codes, as ``axlab eval``)."""
     from nn.engine import IntegerEngine
 
-    x, y = load_dataset(dataset, "test")
     pred = IntegerEngine(bundle, luts, "numba").logits(x).argmax(axis=1)
     return {"dataset": dataset, "split": "test", "images": int(len(y)),
             "accuracy": round(float((pred == y).mean()), 6)}
@@ -48,8 +47,8 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
     blocks (and lets the requantiser use them), ``never`` keeps every multiplier in LUT logic.
     ``dataset``: where the test images come from (default the model's own; an imported TFLite
     model names none). An imported TFLite network is planned by :mod:`.plan_tflite` (TFLite's
-    requantiser, ADD and pooling in RTL; the RTL's output is SOFTMAX's input when the graph ends
-    with SOFTMAX, see the manifest's ``output``)."""
+    requantiser, ADD, pooling and int8 SOFTMAX in RTL; the node the RTL ends with is the
+    manifest's ``output``)."""
     from nn.bundle import load_model
     from nn.data import load_dataset
     from nn.design import load_design_dict, read_design
@@ -81,7 +80,7 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
     out = Path(out)
     model_path = model_file(model)  # zoo:NAME too
     bundle = load_model(model_path)
-    tfl = any(n["op"].startswith("tfl_") for n in bundle.graph.nodes)
+    tfl = is_tflite_graph(bundle.graph.nodes)
     dataset = dataset or bundle.dataset
     if not dataset:
         raise AxlabError(f"{model_path} names no dataset: give --dataset (the test images for the test bench)")
@@ -114,13 +113,13 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
             steps, regions, ram_words = plan_network(bundle, engine, lanes)
             out_node = bundle.graph.output
         aw = clog2(ram_words)
-        x, _ = load_dataset(dataset, "test")
-        x = np.ascontiguousarray(x[:images])
+        x_test, y_test = load_dataset(dataset, "test")
+        x = np.ascontiguousarray(x_test[:images])
         if tfl:  # the codes of the node the RTL ends with, in the RAM's (CHW) order
             expected = engine.run_all(x)[out_node].reshape(len(x), -1).numpy().astype(np.int32)
         else:
             expected = engine.logits(x).astype(np.int32)
-        acc = _accuracy(bundle, luts, dataset)
+        acc = _accuracy(bundle, luts, dataset, x_test, y_test)
 
         # multipliers: one renamed module per distinct netlist, original copies for provenance
         engine_files = RTL_FILES + (TFL_RTL_FILES if tfl else ())

@@ -27,6 +27,7 @@ import numpy as np
 from flows.export.folder import TB_MODULE, TB_SOURCE, TOP, VERILATOR_ARGS, save_npy, write_file
 from flows.export.integrity import CheckedExport, check_export
 from hwsim.errors import AxlabError
+from nn.graph_check import is_tflite_graph
 
 
 def _stage(ck: CheckedExport, work: Path, images: int) -> list[Path]:
@@ -91,7 +92,7 @@ def check_reference(ck: CheckedExport, model: str | Path, design: str | Path) ->
                              "is not the exported one (LUT or netlist sha256 differs from manifest.json)")
     eng = IntegerEngine(bundle, luts, "torch")
     node = (ck.manifest.get("output") or {}).get("node")
-    if any(n["op"].startswith("tfl_") for n in bundle.graph.nodes) and node is not None:
+    if is_tflite_graph(bundle.graph.nodes) and node is not None:
         if node not in bundle.graph.by_name:
             raise AxlabError(f"export {ck.root}: manifest.json output.node {str(node)[:60]!r} is not a node of {model}")
         # an imported model's RTL may stop before its last operator (SOFTMAX): that node's codes
