@@ -9,9 +9,9 @@ synthesized with ABC and placed and routed on ``hw_target`` (:mod:`flows.export.
 flip-flops, block RAM, Fmax and latency per image, and Spearman's rank correlation between the
 model's area and the measured LUTs / Fmax (does the cheap objective order designs as synthesis
 does?). Export folders stay in ``OUT/hw/pareto_NN/`` with their ``pnr/`` reports; a rerun reuses
-those whose model, multipliers, target, lanes, DSP choice and seed match. A design that does not
-fit the target is listed with the overflowing resource, not an error.
-"""
+those whose model, multipliers, dataset, target, lanes, DSP choice and seed match. A design that
+does not fit the target is listed with the overflowing resource, not an error. The test bench's
+images come from the DSE's ``dataset`` (an imported TFLite model names none of its own)."""
 from __future__ import annotations
 
 import json
@@ -63,14 +63,18 @@ def synth_front(cfg: dict[str, Any], out_dir: Path, pareto: list[dict[str, Any]]
 
     dev = get_device(cfg["hw_target"])
     lanes, dsp = int(cfg["hw_lanes"]), cfg["hw_dsp"]
-    model_sha = load_model(Path(cfg["model"])).sha256
+    bundle = load_model(cfg["model"])
+    # the DSE's dataset (an imported TFLite model names none of its own): the test bench's images
+    dataset = cfg.get("dataset") or bundle.dataset
+    if not dataset:
+        raise AxlabError(f"DSE dataset: {cfg['model']} names no dataset; give one (the test bench's images)")
     rows: list[dict[str, Any]] = []
     for k, p in enumerate(pareto):
         design = out_dir / p["design"]
         folder = out_dir / "hw" / f"pareto_{k:02d}"
         luts = [ly["lut_sha256"] for ly in json.loads(design.read_text())["layers"]]
-        ident = {"model": model_sha, "luts": luts, "target": dev.name, "dsp": dsp, "seed": HW_SEED,
-                 "freq": float(dev.freq_mhz)}
+        ident = {"model": bundle.sha256, "luts": luts, "dataset": dataset, "target": dev.name, "dsp": dsp,
+                 "seed": HW_SEED, "freq": float(dev.freq_mhz)}
         row: dict[str, Any] = {"design": p["design"], "multipliers": p["multipliers"],
                                "area_um2": p.get("area_um2"), "power_mw": p.get("power_mw"),
                                "acc_loss": p.get("acc_loss"), "export": str(folder.relative_to(out_dir))}
@@ -82,7 +86,7 @@ def synth_front(cfg: dict[str, Any], out_dir: Path, pareto: list[dict[str, Any]]
             if m is None:
                 folder.parent.mkdir(parents=True, exist_ok=True)
                 m = export(cfg["model"], design, folder, images=1, lanes=lanes, synth=False, target=dev.name,
-                           dsp=dsp, seed=HW_SEED)
+                           dsp=dsp, seed=HW_SEED, dataset=dataset)
         except AxlabError as exc:
             if "does not fit" not in str(exc):
                 raise

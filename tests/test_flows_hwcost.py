@@ -54,7 +54,7 @@ def _fake_export(calls: list[str]):
     check read."""
     from nn.bundle import load_model
 
-    def export(model, design, out, images, lanes, synth, target, dsp, seed, **_):
+    def export(model, design, out, images, lanes, synth, target, dsp, seed, dataset=None, **_):
         d = json.loads(Path(design).read_text())
         names = [ly["multiplier"] for ly in d["layers"]]
         calls.append(Path(out).name)
@@ -62,7 +62,7 @@ def _fake_export(calls: list[str]):
             raise AxlabError(f"design does not fit --target {target} (X): block RAM (DP16KD) 60 used of 56, over by 4 "
                              "(107 %)")
         luts = 1000 + 500 * names.count("mul8s_bi_exact") + 100 * names.count("mul8s_bi_tr3")
-        m = {"model": {"sha256": load_model(Path(model)).sha256}, "layers": [
+        m = {"model": {"sha256": load_model(Path(model)).sha256, "dataset": dataset}, "layers": [
                 {"lut_sha256": ly["lut_sha256"]} for ly in d["layers"]],
              "rtl": {"lanes": lanes}, "dsp": dsp, "cycles_per_image": 5000, "estimate": {"multiplier_area_um2": 1.0},
              "pnr": {"target": target, "seed": seed, "clock_constraint_mhz": 50.0,

@@ -76,19 +76,25 @@ def sweep_png(path: Path, target: str, points: list[dict[str, Any]], front: list
 
 def _identity(args: argparse.Namespace) -> dict[str, Any]:
     """What a finished point must match to be reused: model sha256, each layer's LUT sha256,
-    target, DSP choice, seed and clock constraint."""
+    test images' dataset (``--dataset``, else the model's own), target, DSP choice, seed and clock
+    constraint. AxlabError (before any folder is written) when neither names a dataset (an
+    imported TFLite model names none)."""
     from flows.export.devices import get_device
     from nn.bundle import load_model
     from nn.design import read_design
 
-    bundle = load_model(Path(args.model))
+    bundle = load_model(args.model)  # a str: zoo:NAME resolves
     luts = read_design(args.design, bundle)
-    return {"model": bundle.sha256, "luts": [lut.sha256 for lut in luts], "target": args.target, "dsp": args.dsp,
-            "seed": int(args.seed), "freq": float(args.freq or get_device(args.target).freq_mhz)}
+    dataset = args.dataset or bundle.dataset
+    if not dataset:
+        raise AxlabError(f"{args.model} names no dataset: give --dataset (the test images for the test bench)")
+    return {"model": bundle.sha256, "luts": [lut.sha256 for lut in luts], "dataset": dataset, "target": args.target,
+            "dsp": args.dsp, "seed": int(args.seed), "freq": float(args.freq or get_device(args.target).freq_mhz)}
 
 
 def _finished(folder: Path, ident: dict[str, Any], lanes: int) -> dict[str, Any] | None:
-    """The manifest of an earlier export of this same point in ``folder`` (the sweep resumes, and
+    """The manifest of an earlier export of this same point in ``folder`` (``ident``: model, LUTs,
+    dataset, target, DSP, seed, clock, as :func:`_identity`; the sweep resumes, and
     points may be exported by separate ``axlab export --lanes L --target T --out DIR/lanes_L``
     runs), else None. Only the manifest's own record is compared; a changed or foreign folder is
     exported again (the export replaces it atomically)."""
@@ -96,7 +102,8 @@ def _finished(folder: Path, ident: dict[str, Any], lanes: int) -> dict[str, Any]
         m = json.loads((folder / "manifest.json").read_text())
         q = m["pnr"]
         same = (m["model"]["sha256"] == ident["model"] and [ly["lut_sha256"] for ly in m["layers"]] == ident["luts"]
-                and m["rtl"]["lanes"] == lanes and q["target"] == ident["target"] and m["dsp"] == ident["dsp"]
+                and m["model"]["dataset"] == ident["dataset"] and m["rtl"]["lanes"] == lanes
+                and q["target"] == ident["target"] and m["dsp"] == ident["dsp"]
                 and q["seed"] == ident["seed"] and float(q["clock_constraint_mhz"]) == ident["freq"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -108,10 +115,10 @@ def run_sweep(args: argparse.Namespace) -> int:
     from flows.export import DEFAULT_IMAGES, export, verify
 
     lanes = parse_lanes(args.sweep_lanes)
+    ident = _identity(args)  # model, design and dataset checked before DIR is made
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images = args.images or DEFAULT_IMAGES
-    ident = _identity(args)
     points: list[dict[str, Any]] = []
     for L in lanes:
         m = _finished(out / f"lanes_{L}", ident, L)
@@ -119,7 +126,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         try:
             if m is None:
                 m = export(args.model, args.design, out / f"lanes_{L}", images=images, lanes=L, synth=False,
-                           progress=not args.json, target=args.target, dsp=args.dsp, seed=args.seed, freq=args.freq)
+                           progress=not args.json, target=args.target, dsp=args.dsp, seed=args.seed, freq=args.freq,
+                           dataset=ident["dataset"])
         except AxlabError as exc:
             if "does not fit" not in str(exc):
                 raise
