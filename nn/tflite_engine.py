@@ -184,7 +184,7 @@ class TfliteEngine:
                 raise AxlabError(f"--path {path} contradicts --no-lowrank (lowrank=False)")
             self.path = "gather"
         self.fast: dict[str, Any] = {}  # numba backend: layer -> its MAC (nn.tflite_fast)
-        self.add_f64: dict[str, tuple[np.ndarray, ...]] = {}  # numba backend: ADD's float64 constants
+        self.add_tab: dict[str, np.ndarray] = {}  # numba backend: ADD's (256 * 256,) table of output codes
         self.meta = bundle.meta
         g, qp = bundle.graph, bundle.qparams
         self.layers: dict[str, _Layer] = {}
@@ -218,14 +218,10 @@ class TfliteEngine:
                 if max(int(sh1), int(sh2), int(sho)) > 0:
                     raise AxlabError(f"add {name}: rescaling multipliers must be below one")
                 self.add_q[name] = (z1, m1, sh1, z2, m2, sh2, zo, mo, sho, *activation_range(n["act"], so, zo))
-                # exact float64 form: |(q - z) << 20| <= 255 * 2^20, each rescaled input and their
-                # sum stay below 2^31 (multipliers < 1)
-                from nn.tflite_kernels import mbqm_f64_params
-
-                ps = [mbqm_f64_params(np.array([int(mm)]), np.array([int(ss)]), False)
-                      for mm, ss in ((m1, sh1), (m2, sh2), (mo, sho))]
-                if all(p is not None for p in ps) and max(abs(int(z1)), abs(int(z2))) <= 128:
-                    self.add_f64[name] = tuple(np.array([float(v[0]) for v in p]) for p in ps)
+                if backend == "numba":  # both operands are int8 codes: the whole op is a 256 x 256 table
+                    codes = torch.arange(-128, 128, dtype=torch.int64)
+                    tab = _add_ref(codes[:, None].expand(256, 256), codes[None, :].expand(256, 256), self.add_q[name])
+                    self.add_tab[name] = tab.reshape(-1).numpy().astype(np.float32)
             elif op in ("tfl_avgpool", "tfl_maxpool"):
                 s, zp = qp.act[name]
                 self.misc[name] = activation_range(n["act"], s, zp)
@@ -302,9 +298,7 @@ class TfliteEngine:
                                                int(z2), int(m2), int(sh2), int(zo), int(mo), int(sho), int(lo),
                                                int(hi), ADD_LEFT_SHIFT, y.view(-1).numpy())
                 else:
-                    a = mbqm((ins[0] - z1) << ADD_LEFT_SHIFT, m1, sh1)
-                    b = mbqm((ins[1] - z2) << ADD_LEFT_SHIFT, m2, sh2)
-                    y = (mbqm(a + b, mo, sho) + zo).clamp(lo, hi)
+                    y = _add_ref(ins[0], ins[1], self.add_q[name])
             elif op == "tfl_avgpool":
                 y = _avgpool(ins[0], n).clamp(*self.misc[name])
             elif op == "tfl_maxpool":
@@ -346,17 +340,11 @@ class TfliteEngine:
                     xi = _to_tfl(xi).reshape(xi.shape[0], -1, 1, 1)
                 y = self.fast[name](xi)
             elif op == "tfl_add":
-                z1, m1, sh1, z2, m2, sh2, zo, mo, sho, lo, hi = self.add_q[name]
                 a, b = as_cl(ins[0]), as_cl(ins[1])
                 y = torch.empty_like(a)
-                pf = self.add_f64.get(name)
-                if pf is not None:  # exact float64 form (nn.tflite_kernels.mbqm_f64)
-                    tflite_kernels.add_codes_f64(flat(a), flat(b), float(z1), pf[0], float(z2), pf[1], float(zo),
-                                                 pf[2], float(lo), float(hi), ADD_LEFT_SHIFT, flat(y))
-                else:
-                    tflite_kernels.add_codes(flat(a), flat(b), int(z1), int(m1), int(sh1), int(z2), int(m2),
-                                             int(sh2), int(zo), int(mo), int(sho), int(lo), int(hi), ADD_LEFT_SHIFT,
-                                             flat(y))
+                tflite_kernels.lookup2(flat(a), flat(b), self.add_tab[name], flat(y))
+            elif op in ("tfl_avgpool", "tfl_maxpool") and n["kernel"][0] * n["kernel"][1] < 2**17:
+                y = _pool_fast(ins[0], n, self.misc[name])  # (larger windows: the reference, below)
             elif op == "tfl_reshape":
                 y = _from_tfl(_to_tfl(ins[0]).reshape((ins[0].shape[0], *n["shape"])))
             else:
@@ -423,7 +411,30 @@ class TfliteEngine:
         return out
 
 
+def _add_ref(a: torch.Tensor, b: torch.Tensor, q: tuple) -> torch.Tensor:
+    """TFLite int8 ADD of int64 codes a, b (``q``: TfliteEngine.add_q's constants)."""
+    z1, m1, sh1, z2, m2, sh2, zo, mo, sho, lo, hi = q
+    x = mbqm((a - z1) << ADD_LEFT_SHIFT, m1, sh1)
+    y = mbqm((b - z2) << ADD_LEFT_SHIFT, m2, sh2)
+    return (mbqm(x + y, mo, sho) + zo).clamp(lo, hi)
+
+
 # ---------------------------------------------------------------------------- pooling
+def _pool_fast(x: torch.Tensor, n: dict[str, Any], lohi: tuple[int, int]) -> torch.Tensor:
+    """AVERAGE / MAX_POOL_2D of float32 codes (channels_last) by nn.tflite_kernels.pool_nhwc."""
+    from nn import tflite_kernels
+    from nn.tflite_fast import nhwc
+
+    (kh, kw), (sh, sw) = n["kernel"], n["stride"]
+    t, b, l, r = n["pad4"]
+    xa = nhwc(x)
+    _, h, w, c = xa.shape
+    out = np.empty((xa.shape[0], (h + t + b - kh) // sh + 1, (w + l + r - kw) // sw + 1, c), dtype=np.float32)
+    tflite_kernels.pool_nhwc(xa, int(kh), int(kw), int(sh), int(sw), int(t), int(l), n["op"] == "tfl_maxpool",
+                             float(lohi[0]), float(lohi[1]), out)
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
 def _windows(x: torch.Tensor, n: dict[str, Any], fill: float) -> torch.Tensor:
     t, b, l, r = n["pad4"]
     xf = x.to(torch.float64)

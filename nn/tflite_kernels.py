@@ -1,4 +1,4 @@
-"""Fast kernels of nn.tflite_engine's numba backend: the TFLite requantisation and ADD
+"""Fast kernels of nn.tflite_engine's numba backend: the TFLite requantisation, ADD and pooling
 (numba), and the LUT MAC of a whole depthwise layer (``DepthwiseGather``, vectorised torch).
 
 Same integer semantics as the torch reference (:mod:`nn.tflite_ops` ``mbqm`` single and
@@ -163,13 +163,52 @@ def requant_nchw(acc, sidx, zc, const, m, s, zo, lo, hi, single, out):  # pragma
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def add_codes(a, b, za, m1, s1, zb, m2, s2, zo, mo, so, lo, hi, left, out):  # pragma: no cover - jitted
-    """``add_requant`` on flat float32 codes (same integer arithmetic), out float32 codes."""
+def lookup2(a, b, tab, out):  # pragma: no cover - jitted
+    """A two-operand op of int8 codes as one table: out[i] = tab[(a[i] + 128) * 256 + b[i] + 128];
+    a, b, out flat float32 codes, tab (65536,) float32 (nn.tflite_engine builds ADD's with the
+    reference arithmetic, so the result is the reference's by construction)."""
     for i in prange(a.size):
-        x = mbqm1((np.int64(a[i]) - za) << left, m1, s1, False)
-        y = mbqm1((np.int64(b[i]) - zb) << left, m2, s2, False)
-        v = mbqm1(x + y, mo, so, False) + zo
-        out[i] = min(max(v, lo), hi)
+        out[i] = tab[(np.int32(a[i]) + 128) * 256 + np.int32(b[i]) + 128]
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def pool_nhwc(x, kh, kw, sh, sw, top, left, is_max, lo, hi, out):  # pragma: no cover - jitted
+    """TFLite int8 AVERAGE_POOL_2D / MAX_POOL_2D on codes x (N, H, W, C) float32 -> out
+    (N, H', W', C) float32, windows clipped to the image (padding never counts): the average is
+    the window sum over the in-image count rounded half away from zero (integer division),
+    then clamped to [lo, hi]. Sums are exact in float32 (|code| <= 128, windows < 2^17 values)."""
+    n_img, h, w, c = x.shape
+    ho, wo = out.shape[1], out.shape[2]
+    for t in prange(n_img * ho):
+        n = t // ho
+        oy = t - n * ho
+        y0 = oy * sh - top
+        y1 = min(y0 + kh, h)
+        y0 = max(y0, 0)
+        for ox in range(wo):
+            x0 = ox * sw - left
+            x1 = min(x0 + kw, w)
+            x0 = max(x0, 0)
+            o = out[n, oy, ox]
+            for ch in range(c):
+                o[ch] = -np.inf if is_max else 0.0
+            for yy in range(y0, y1):
+                for xx in range(x0, x1):
+                    xr = x[n, yy, xx]
+                    if is_max:
+                        for ch in range(c):
+                            o[ch] = max(o[ch], xr[ch])
+                    else:
+                        for ch in range(c):
+                            o[ch] += xr[ch]
+            if not is_max:
+                cnt = (y1 - y0) * (x1 - x0)
+                half = cnt // 2
+                for ch in range(c):
+                    tot = np.int64(o[ch])
+                    o[ch] = (tot + half) // cnt if tot > 0 else -((half - tot) // cnt)
+            for ch in range(c):
+                o[ch] = min(max(o[ch], lo), hi)
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
@@ -292,18 +331,6 @@ def requant_rows_f64(y, corr, pix, mh, ml, h, n2, sc, zo, lo, hi, single, out): 
                     acc += np.float64(yr[g * co_n + c])
                 v = mbqm_f64(acc, mh[c], ml[c], h[c], n2[c], sc[c], single) + zo
                 orow[c] = min(max(v, lo), hi)
-
-
-@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def add_codes_f64(a, b, za, pa, zb, pb, zo, po, lo, hi, left, out):  # pragma: no cover - jitted
-    """``add_codes`` in exact float64 arithmetic; pa, pb, po: (mh, ml, h, n2, sc) of the two
-    input multipliers and the output one (all double rounding, shifts <= 0)."""
-    sl = np.float64(1 << left)
-    for i in prange(a.size):
-        x = mbqm_f64((np.float64(a[i]) - za) * sl, pa[0], pa[1], pa[2], pa[3], pa[4], False)
-        y = mbqm_f64((np.float64(b[i]) - zb) * sl, pb[0], pb[1], pb[2], pb[3], pb[4], False)
-        v = mbqm_f64(x + y, po[0], po[1], po[2], po[3], po[4], False) + zo
-        out[i] = min(max(v, lo), hi)
 
 
 def mbqm_f64_params(m: np.ndarray, shift: np.ndarray, single: bool) -> tuple[np.ndarray, ...] | None:

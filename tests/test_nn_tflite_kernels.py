@@ -60,7 +60,7 @@ def test_mbqm_float64_equals_int64_reference_on_edge_cases() -> None:
 
 
 def test_int64_kernels_equal_torch_reference() -> None:
-    """requant_rows (int64 form, left shifts included) and add_codes against nn.tflite_ops."""
+    """requant_rows (int64 form, left shifts included) against nn.tflite_ops."""
     rng = np.random.default_rng(1)
     acc = rng.integers(-(1 << 24), 1 << 24, (64, 6)).astype(np.float32)
     m = rng.integers(1 << 30, 1 << 31, 6).astype(np.int64)
@@ -72,19 +72,34 @@ def test_int64_kernels_equal_torch_reference() -> None:
         a = torch.from_numpy(acc.astype(np.int64) + np.tile(corr, (8, 1)))
         want = (mbqm(a, torch.from_numpy(m)[None], torch.from_numpy(s)[None], single=single) + 3).clamp(-128, 127)
         assert np.array_equal(out, want.numpy().astype(np.float32))
-    a = rng.integers(-128, 128, 5000).astype(np.float32)
-    b = rng.integers(-128, 128, 5000).astype(np.float32)
-    m1, m2, mo = 1518500250, 1173741824, 1695809536
+
+
+def test_add_table_and_pool_kernels_equal_torch_reference() -> None:
+    """The numba backend's ADD (one 256 x 256 table built by the reference arithmetic, looked up
+    by lookup2) and pool_nhwc (average and max, padded windows, strides) against the torch
+    reference functions, over every pair of int8 codes and random tensors."""
+    from nn.tflite_engine import _add_ref, _avgpool, _maxpool, _pool_fast
+
+    q = (-5, 1518500250, -1, 7, 1173741824, 0, -3, 1695809536, -19, -128, 127)
+    codes = np.arange(-128, 128, dtype=np.float32)
+    a, b = np.repeat(codes, 256), np.tile(codes, 256)  # every pair
+    codes_t = torch.arange(-128, 128, dtype=torch.int64)
+    tab = _add_ref(codes_t[:, None].expand(256, 256), codes_t[None, :].expand(256, 256), q)
     out = np.empty_like(a)
-    K.add_codes(a, b, -5, m1, -1, 7, m2, 0, -3, mo, -19, -128, 127, 20, out)
-    out2 = np.empty_like(a)
-    p = [K.mbqm_f64_params(np.array([mm]), np.array([ss]), False) for mm, ss in ((m1, -1), (m2, 0), (mo, -19))]
-    K.add_codes_f64(a, b, -5.0, np.array([v[0] for v in p[0]]), 7.0, np.array([v[0] for v in p[1]]), -3.0,
-                    np.array([v[0] for v in p[2]]), -128.0, 127.0, 20, out2)
-    ta, tb = torch.from_numpy(a).long(), torch.from_numpy(b).long()
-    want = (mbqm(mbqm((ta + 5) << 20, m1, -1) + mbqm((tb - 7) << 20, m2, 0), mo, -19) - 3).clamp(-128, 127)
+    K.lookup2(a, b, tab.reshape(-1).numpy().astype(np.float32), out)
+    want = _add_ref(torch.from_numpy(a).long(), torch.from_numpy(b).long(), q)
     assert np.array_equal(out, want.numpy().astype(np.float32))
-    assert np.array_equal(out2, out)
+    assert len(np.unique(out)) > 100  # a real rescaling, not a constant table
+    rng = np.random.default_rng(4)
+    x = torch.from_numpy(rng.integers(-128, 128, (3, 5, 9, 7)).astype(np.float32)).contiguous(
+        memory_format=torch.channels_last)
+    for k, st, pad4, lohi in (([3, 3], [2, 2], [1, 1, 1, 1], (-128, 127)), ([2, 3], [1, 2], [0, 1, 1, 0], (-20, 90)),
+                              ([9, 7], [1, 1], [0, 0, 0, 0], (-128, 127))):
+        for op, ref in (("tfl_avgpool", _avgpool), ("tfl_maxpool", _maxpool)):
+            n = {"op": op, "kernel": k, "stride": st, "pad4": pad4}
+            got = _pool_fast(x, n, lohi)
+            want = ref(x.to(torch.int64), n).clamp(*lohi)
+            assert got.shape == want.shape and torch.equal(got.to(torch.int64), want), (op, k, st, pad4)
 
 
 def test_lowrank_path_serves_depthwise_layers() -> None:
