@@ -185,6 +185,10 @@ class TfliteEngine:
             self.path = "gather"
         self.fast: dict[str, Any] = {}  # numba backend: layer -> its MAC (nn.tflite_fast)
         self.add_tab: dict[str, np.ndarray] = {}  # numba backend: ADD's (256 * 256,) table of output codes
+        if backend == "numba":  # its lookup: by AVX2 gathers where the host has them
+            from nn import kernels_avx2, tflite_kernels
+
+            self._lookup2 = kernels_avx2.lookup2 if kernels_avx2.available() else tflite_kernels.lookup2
         self.meta = bundle.meta
         g, qp = bundle.graph, bundle.qparams
         self.layers: dict[str, _Layer] = {}
@@ -342,7 +346,7 @@ class TfliteEngine:
             elif op == "tfl_add":
                 a, b = as_cl(ins[0]), as_cl(ins[1])
                 y = torch.empty_like(a)
-                tflite_kernels.lookup2(flat(a), flat(b), self.add_tab[name], flat(y))
+                self._lookup2(flat(a), flat(b), self.add_tab[name], flat(y))
             elif op in ("tfl_avgpool", "tfl_maxpool") and n["kernel"][0] * n["kernel"][1] < 2**17:
                 y = _pool_fast(ins[0], n, self.misc[name])  # (larger windows: the reference, below)
             elif op == "tfl_reshape":

@@ -188,6 +188,78 @@ class ExactConv(_Base):
         return self.finish(y, corr, int(y.shape[2] * y.shape[3]))
 
 
+class IntConv(_Base):
+    """The QNN's MAC of a conv / dense layer (groups 1) as an exact int32 convolution on AVX2
+    (nn.kernels_avx2): centred int16 operands, zero-point padding for free, the requantisation
+    fused; no float convolution, no correction table. A dense layer runs as a 1x1 convolution
+    over a (1, 1, N) image of the batch."""
+
+    def __init__(self, L: Any) -> None:
+        from nn import kernels_avx2 as P
+
+        super().__init__(L)
+        self.P = P
+        self.bq = L.bq.numpy().astype(np.int64)
+        bound = int(np.abs(self.w4).reshape(self.co, -1).sum(1).max()) * 255 + int(np.abs(self.bq).max())
+        if int(L.groups) != 1 or bound >= 2**31 or np.abs(self.w).max() > 128:
+            raise AxlabError(f"layer {L.name}: no exact int32 pmaddwd form")
+        self.wp = P.pack_weights(self.w4)
+        self.use_bound(bound)
+        self.bias_f = self.bq.astype(np.float64)
+        self.f64_or_0 = self.f64 if self.f64 is not None else tuple(np.zeros(self.co) for _ in range(5))
+        self._geo: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.kind = "exact int16 pmaddwd conv"
+
+    def _geometry(self, width: int, c: int, wo: int) -> tuple[np.ndarray, np.ndarray]:
+        """(tap offsets for an input ``width`` pixels wide, epilogue constants tiled over ``wo``
+        pixels), cached per shape."""
+        key = (width, c, wo)
+        g = self._geo.get(key)
+        if g is None:
+            offs = self.P.tap_offsets(self.kh, self.kw, (c + 1) // 2, width)
+            flat = self.f64 is not None and self.co % self.P.COLS == 0
+            tiles = np.stack([np.tile(v, wo) for v in (self.bias_f, *self.f64_or_0)]) if flat else np.zeros((6, 0))
+            g = self._geo[key] = (offs, np.ascontiguousarray(tiles))
+        return g
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        L = self.L
+        if self.dense:
+            xa = x.reshape(1, 1, x.shape[0], -1).contiguous().numpy()
+            t = b = l = r = 0
+        else:
+            xa = nhwc(x)
+            t, b, l, r = self.pad4
+        n, h, w, c = xa.shape
+        sh, sw = (1, 1) if self.dense else self.stride
+        ho, wo = (h + t + b - self.kh) // sh + 1, (w + l + r - self.kw) // sw + 1
+        # channels paired (even count); columns for the micro-kernel's last 4-pixel group
+        width = max(w + l + r, (-(-wo // self.P.ROWS) * self.P.ROWS - 1) * sw + self.kw)
+        xp = np.empty((n, h + t + b, width, c + c % 2), dtype=np.int16)
+        self.P.centred_int16(xa, np.float32(L.za), t, l, xp)
+        offs, tiles = self._geometry(width, c, wo)
+        out = np.empty((n, ho, wo, self.co), dtype=np.float32)
+        use_f64 = self.f64 is not None
+        self.P.conv_rows(xp, self.wp, offs, sh, sw, self.co, self.bq, self.bias_f, self.m, self.s, *self.f64_or_0,
+                         tiles, use_f64, float(L.zo), float(L.lo), float(L.hi), bool(L.single), out)
+        if self.dense:
+            return torch.from_numpy(out.reshape(-1, self.co))
+        return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+def exact_mac(L: Any) -> Any:
+    """The QNN's MAC of one layer: IntConv where the host has AVX2 and the layer allows it,
+    else the float convolution ExactConv."""
+    from nn import kernels_avx2
+
+    if kernels_avx2.available():
+        try:
+            return IntConv(L)
+        except AxlabError:
+            pass
+    return ExactConv(L)
+
+
 def _layer_q(L: Any) -> Any:
     """nn.engine.LayerQ of a _Layer, unpadded (the callers pad), dense as a 1x1 convolution."""
     from nn.engine import LayerQ
@@ -334,7 +406,7 @@ def build(L: Any, lut: Lut | None, path: str, max_rank: int) -> Any:
     from nn.paths import LayerPaths
 
     if lut is None:
-        return ExactConv(L)
+        return exact_mac(L)
     cands: dict[str, Any] = {}
     f = lut_factor(lut, max_rank) if path != "gather" else None
     if path in ("auto", "fused") and L.op != "tfl_dwconv" and f is not None and f.rank > 0:
@@ -348,7 +420,7 @@ def build(L: Any, lut: Lut | None, path: str, max_rank: int) -> Any:
                 pass
     if path in ("auto", "lowrank") or (path == "fused" and not cands):
         if f is not None and f.rank == 0:  # the LUT holds the exact products: the QNN's convolution
-            cands["lowrank"] = ExactConv(L)
+            cands["lowrank"] = exact_mac(L)
             cands["lowrank"].kind = "lowrank R=0: " + cands["lowrank"].kind
         elif f is not None:
             try:

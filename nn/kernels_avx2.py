@@ -1,0 +1,269 @@
+"""AVX2 kernels of the numba backend, written in LLVM IR through numba intrinsics (numba has no
+vector types): the exact integer convolution of int8 codes on the pairwise multiply-add
+(``vpmaddwd``), and the table lookup of a two-operand op of int8 codes on ``vgatherdps``.
+
+Convolution.
+``vpmaddwd`` multiplies sixteen int16 pairs and adds adjacent products into eight int32 lanes
+without saturation for our operands (|activation - zero point| <= 255, |weight| <= 128), so
+every accumulator is the exact int32 sum that TFLite's reference kernel forms. One output row
+of one image at a time, read in place from an int16 copy of the input (centred, padded with the
+zero point's 0, channels paired): a 4-pixel x 16-channel micro-kernel written in LLVM IR
+(``_mk4x16``; numba has no vector types) runs over every (tap, channel pair) with its
+accumulators in registers and stores the row's int32 sums; then a fused TFLite epilogue
+(bias, MultiplyByQuantizedMultiplier, zero point, clamp) writes float32 codes. Used by
+nn.tflite_fast.IntConv where the host has AVX2 (``available``).
+
+Lookup. ``lookup2`` is nn.tflite_kernels.lookup2 (out = tab[(a + 128) * 256 + b + 128]) with
+eight table reads per gather instruction: LLVM does not vectorise such lookups for this CPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from nn.tflite_kernels import mbqm1, mbqm_f64
+
+ROWS = 4  # pixels per micro-kernel call
+COLS = 16  # output channels per micro-kernel call (two 8-lane int32 vectors)
+
+_I32, _I64 = ir.IntType(32), ir.IntType(64)
+_V8 = ir.VectorType(_I32, 8)
+_V16 = ir.VectorType(ir.IntType(16), 16)
+_F32, _I8 = ir.FloatType(), ir.IntType(8)
+_VF = ir.VectorType(_F32, 8)
+
+
+def available() -> bool:
+    """True where numba compiles for this host and the host has AVX2."""
+    import numba
+    from llvmlite import binding
+
+    if numba.config.CPU_NAME not in (None, "host") or numba.config.CPU_FEATURES:
+        return False  # a portable target (e.g. NUMBA_CPU_NAME=generic) has no AVX2 to rely on
+    return bool(binding.get_host_cpu_features().get("avx2", False))
+
+
+@intrinsic
+def _mk4x16(typingctx, a_ptr, lda, offs_ptr, w_ptr, k2, out_ptr, ldo):  # pragma: no cover - compiled by numba
+    """out[q*ldo + c] = sum_i pmaddwd(a[q*lda + offs[i]], w[i*16 + c]) for q < 4, c < 16, i < k2:
+    a, w int32 words holding int16 pairs (a: 4 rows ``lda`` words apart, offs int64 word offsets
+    of the taps' channel pairs; w: k2 x 16 words), out int32 (4 rows ``ldo`` apart); the
+    accumulators stay in registers over all i."""
+    sig = types.void(types.uintp, types.intp, types.uintp, types.uintp, types.intp, types.uintp, types.intp)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        a_i, lda_v, f_i, w_i, k2_v, o_i, ldo_v = args
+        pmadd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V16, _V16]),
+                                               "llvm.x86.avx2.pmadd.wd")
+        a_p = builder.inttoptr(a_i, _I32.as_pointer())
+        f_p = builder.inttoptr(f_i, _I64.as_pointer())
+        w_p = builder.inttoptr(w_i, _I32.as_pointer())
+        o_p = builder.inttoptr(o_i, _I32.as_pointer())
+        rows = [builder.gep(a_p, [builder.mul(ir.Constant(_I64, q), lda_v)]) for q in range(ROWS)]
+        pre = builder.block
+        loop = builder.append_basic_block("mk.loop")
+        done = builder.append_basic_block("mk.done")
+        zero, undef = ir.Constant(_V8, None), ir.Constant(_V8, ir.Undefined)
+        splat = ir.Constant(_V8, [0] * 8)
+        builder.cbranch(builder.icmp_signed(">", k2_v, ir.Constant(_I64, 0)), loop, done)
+        builder.position_at_end(loop)
+        i = builder.phi(_I64)
+        i.add_incoming(ir.Constant(_I64, 0), pre)
+        accs = []
+        for _ in range(2 * ROWS):
+            p = builder.phi(_V8)
+            p.add_incoming(zero, pre)
+            accs.append(p)
+        off = builder.load(builder.gep(f_p, [i]), align=8)
+        wb = builder.gep(w_p, [builder.mul(i, ir.Constant(_I64, COLS))])
+        w0 = builder.bitcast(builder.load(builder.bitcast(wb, _V8.as_pointer()), align=4), _V16)
+        w1 = builder.bitcast(builder.load(builder.bitcast(builder.gep(wb, [ir.Constant(_I64, 8)]),
+                                                          _V8.as_pointer()), align=4), _V16)
+        new = []
+        for q in range(ROWS):
+            a = builder.load(builder.gep(rows[q], [off]), align=4)
+            av = builder.bitcast(builder.shuffle_vector(builder.insert_element(undef, a, ir.Constant(_I32, 0)),
+                                                        undef, splat), _V16)
+            new.append(builder.add(accs[2 * q], builder.call(pmadd, [av, w0])))
+            new.append(builder.add(accs[2 * q + 1], builder.call(pmadd, [av, w1])))
+        i_next = builder.add(i, ir.Constant(_I64, 1))
+        last = builder.block
+        i.add_incoming(i_next, last)
+        for p, v in zip(accs, new):
+            p.add_incoming(v, last)
+        builder.cbranch(builder.icmp_signed("<", i_next, k2_v), loop, done)
+        builder.position_at_end(done)
+        fin = []
+        for v in new:  # every phi first: LLVM wants them at the top of the block
+            p = builder.phi(_V8)
+            p.add_incoming(zero, pre)
+            p.add_incoming(v, last)
+            fin.append(p)
+        for k, p in enumerate(fin):
+            dst = builder.gep(o_p, [builder.add(builder.mul(ir.Constant(_I64, k // 2), ldo_v),
+                                                ir.Constant(_I64, (k % 2) * 8))])
+            builder.store(p, builder.bitcast(dst, _V8.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _lookup8(typingctx, a_ptr, b_ptr, tab_ptr, out_ptr, n8):  # pragma: no cover - compiled by numba
+    """out[i] = tab[(a[i] + 128) * 256 + b[i] + 128] for i < 8 * n8: a, b float32 int8 codes, tab
+    float32 (65536,), eight at a time (vcvttps2dq, index arithmetic, vgatherdps)."""
+    sig = types.void(types.uintp, types.uintp, types.uintp, types.uintp, types.intp)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        a_i, b_i, t_i, o_i, n_v = args
+        gather = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_VF, [_VF, _I8.as_pointer(), _V8, _VF, _I8]), "llvm.x86.avx2.gather.d.ps.256")
+        a_p, b_p = builder.inttoptr(a_i, _VF.as_pointer()), builder.inttoptr(b_i, _VF.as_pointer())
+        o_p, t_p = builder.inttoptr(o_i, _VF.as_pointer()), builder.inttoptr(t_i, _I8.as_pointer())
+        pre = builder.block
+        loop = builder.append_basic_block("lk.loop")
+        done = builder.append_basic_block("lk.done")
+        builder.cbranch(builder.icmp_signed(">", n_v, ir.Constant(_I64, 0)), loop, done)
+        builder.position_at_end(loop)
+        i = builder.phi(_I64)
+        i.add_incoming(ir.Constant(_I64, 0), pre)
+        c128 = ir.Constant(_V8, [128] * 8)
+        a = builder.add(builder.fptosi(builder.load(builder.gep(a_p, [i]), align=4), _V8), c128)
+        b = builder.add(builder.fptosi(builder.load(builder.gep(b_p, [i]), align=4), _V8), c128)
+        idx = builder.add(builder.mul(a, ir.Constant(_V8, [256] * 8)), b)
+        every = builder.bitcast(ir.Constant(_V8, [-1] * 8), _VF)  # gather mask: all lanes
+        v = builder.call(gather, [ir.Constant(_VF, None), t_p, idx, every, ir.Constant(_I8, 4)])
+        builder.store(v, builder.gep(o_p, [i]), align=4)
+        i_next = builder.add(i, ir.Constant(_I64, 1))
+        i.add_incoming(i_next, builder.block)
+        builder.cbranch(builder.icmp_signed("<", i_next, n_v), loop, done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def lookup2(a, b, tab, out):  # pragma: no cover - jitted
+    """nn.tflite_kernels.lookup2 (flat float32 codes a, b -> out, tab (65536,) float32) by
+    gathers, in blocks of 4096 codes over the threads."""
+    blocks = -(-a.size // 4096)
+    a0, b0, t0, o0 = a.ctypes.data, b.ctypes.data, tab.ctypes.data, out.ctypes.data
+    for blk in prange(blocks):
+        lo = blk * 4096
+        hi = min(lo + 4096, a.size)
+        n8 = (hi - lo) // 8
+        _lookup8(a0 + lo * 4, b0 + lo * 4, t0, o0 + lo * 4, n8)
+        for i in range(lo + n8 * 8, hi):
+            out[i] = tab[(np.int32(a[i]) + 128) * 256 + np.int32(b[i]) + 128]
+
+
+def pack_weights(w: np.ndarray) -> np.ndarray:
+    """Weights (Co, C, kh, kw) ints -> the micro-kernel's (ceil(Co/16), kh*kw, C2, 16) int32
+    words: per tap (ky, kx), the int16 pair of channels (2i, 2i+1) of one output channel in one
+    word; C padded to 2*C2 and Co to a multiple of 16 with zeros."""
+    co, c, kh, kw = w.shape
+    c2, nb = (c + 1) // 2, -(-co // COLS)
+    wk = np.zeros((kh * kw, 2 * c2, nb * COLS), dtype=np.int16)
+    wk[:, :c, :co] = np.asarray(w).transpose(2, 3, 1, 0).reshape(kh * kw, c, co)
+    pairs = wk.reshape(kh * kw, c2, 2, nb, COLS).transpose(3, 0, 1, 4, 2)  # (NB, taps, C2, 16, 2)
+    return np.ascontiguousarray(pairs).view(np.int32).reshape(nb, kh * kw, c2, COLS)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def centred_int16(x, za, top, left, out):  # pragma: no cover - jitted
+    """out (N, Hp, Wp', C') int16 = x (N, H, W, C) float32 codes - za at (top, left), 0
+    elsewhere (padding, channels past C, columns past the padded width: out may be larger)."""
+    n_img, h, w, c = x.shape
+    hp, wp, cp = out.shape[1], out.shape[2], out.shape[3]
+    for t in prange(n_img * hp):
+        n = t // hp
+        yy = t - n * hp
+        ys = yy - top
+        orow = out[n, yy].reshape(-1)
+        if ys < 0 or ys >= h:
+            orow[:] = 0
+            continue
+        xr = x[n, ys].reshape(-1)
+        if cp == c:  # one contiguous run: the row's W*C codes
+            orow[:left * c] = 0
+            dst = orow[left * c:(left + w) * c]
+            for i in range(w * c):
+                dst[i] = np.int16(xr[i] - za)
+            orow[(left + w) * c:] = 0
+        else:
+            orow[:] = 0
+            for xs in range(w):
+                o = orow[(xs + left) * cp:]
+                for ch in range(c):
+                    o[ch] = np.int16(xr[xs * c + ch] - za)
+
+
+def tap_offsets(kh: int, kw: int, c2: int, width: int) -> np.ndarray:
+    """int64 (kh*kw*c2,): word offset of every (tap, channel pair) from a window's top-left pixel
+    in an int16 input of ``width`` pixels per row and 2*c2 channels, in pack_weights' order."""
+    dy, dx, j = np.meshgrid(np.arange(kh), np.arange(kw), np.arange(c2), indexing="ij")
+    return ((dy * width + dx) * c2 + j).reshape(-1).astype(np.int64)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def conv_rows(xp, wp, offs, sh, sw, co_n, bias, bias_f, m, s, mh, ml, hh, n2, sc, tiles, use_f64, zo, lo, hi,
+              single, out):  # pragma: no cover - jitted
+    """out (N, Ho, Wo, Co) float32 codes of a convolution of xp (N, Hp, Wp', C') int16 (centred,
+    padded, Wp' >= (ceil(Wo/4)*4 - 1)*sw + kw) with pack_weights' wp (``offs``: tap_offsets),
+    each accumulator + bias[c] (int64; bias_f: the same as float64) requantised by TFLite's
+    MultiplyByQuantizedMultiplier (exact float64 form with nn.tflite_kernels.mbqm_f64_params'
+    (mh, ml, hh, n2, sc) when ``use_f64``, else int64 with m, s), + zo, clamped to [lo, hi]. ``tiles`` (6, Wo*Co): bias_f, mh, ml, hh, n2, sc repeated
+    over a row's pixels (one vectorised epilogue loop per output row; short channel loops cost
+    more in set-up than in work), or (6, 0) for the per-pixel loop."""
+    n_img, hp, wpx = xp.shape[0], xp.shape[1], xp.shape[2]
+    c2 = xp.shape[3] // 2  # int32 words (channel pairs) per pixel
+    ho, wo = out.shape[1], out.shape[2]
+    nb = wp.shape[0]
+    co_pad = nb * COLS
+    wo_pad = -(-wo // ROWS) * ROWS
+    rows = n_img * ho
+    chunks = min(rows, 64)
+    k2 = offs.shape[0]
+    # raw addresses: slicing arrays in the inner loops costs reference counting per call; every
+    # array addressed here is an argument, alive (owned by the caller) for the whole call
+    x0, w0, f0 = xp.ctypes.data, wp.ctypes.data, offs.ctypes.data
+    flat = use_f64 and co_n == co_pad and tiles.shape[1] == wo * co_n
+    for ch in prange(chunks):
+        acc = np.empty((wo_pad, co_pad), dtype=np.int32)
+        a0 = acc.ctypes.data
+        for t in range(ch * rows // chunks, (ch + 1) * rows // chunks):
+            n = t // ho
+            oy = t - n * ho
+            row = x0 + (n * hp + oy * sh) * wpx * c2 * 4
+            for m0 in range(0, wo, ROWS):
+                for b in range(nb):
+                    _mk4x16(row + m0 * sw * c2 * 4, sw * c2, f0, w0 + b * k2 * COLS * 4, k2,
+                            a0 + (m0 * co_pad + b * COLS) * 4, co_pad)
+            orow = out[n, oy]
+            if flat:  # one loop over the row's (pixel, channel) pairs, per-channel constants tiled
+                _requant_f64(acc.reshape(-1)[:wo * co_n], orow.reshape(-1), tiles[0], tiles[1], tiles[2], tiles[3],
+                             tiles[4], tiles[5], zo, lo, hi, single)
+            else:
+                for ox in range(wo):
+                    if use_f64:
+                        _requant_f64(acc[ox], orow[ox], bias_f, mh, ml, hh, n2, sc, zo, lo, hi, single)
+                    else:
+                        _requant_i64(acc[ox], orow[ox], bias, m, s, zo, lo, hi, single)
+
+
+@njit(cache=True, nogil=True, boundscheck=False, inline="always")
+def _requant_f64(a, o, bias, mh, ml, hh, n2, sc, zo, lo, hi, single):  # pragma: no cover - jitted
+    for c in range(o.shape[0]):
+        v = mbqm_f64(np.float64(a[c]) + bias[c], mh[c], ml[c], hh[c], n2[c], sc[c], single) + zo
+        o[c] = min(max(v, lo), hi)
+
+
+@njit(cache=True, nogil=True, boundscheck=False, inline="always")
+def _requant_i64(a, o, bias, m, s, zo, lo, hi, single):  # pragma: no cover - jitted
+    for c in range(o.shape[0]):
+        v = mbqm1(np.int64(a[c]) + bias[c], m[c], s[c], single) + zo
+        o[c] = min(max(v, lo), hi)

@@ -1,0 +1,115 @@
+"""The AVX2 kernels (nn.kernels_avx2): the pmaddwd integer convolution of nn.tflite_fast.IntConv
+and the gather lookup, each against an independent int64 reference over whole output tensors."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from nn import kernels_avx2, tflite_kernels
+from nn.tflite_fast import ExactConv, IntConv, exact_mac
+from nn.tflite_ops import mbqm
+
+needs_avx2 = pytest.mark.skipif(not kernels_avx2.available(), reason="host without AVX2")
+
+
+def _layer(rng: np.random.Generator, co: int, c: int, k: tuple[int, int], stride: tuple[int, int],
+           pad4: list[int], za: int, zo: int, dense: bool = False, left_shift: bool = False) -> SimpleNamespace:
+    """A conv (or dense) layer's integer parameters as nn.tflite_engine._Layer holds them."""
+    w = rng.integers(-128, 128, (co, c, *k) if not dense else (co, c)).astype(np.int64)
+    m = rng.integers(1 << 30, 1 << 31, co).astype(np.int64)
+    shift = (rng.integers(-12, -6, co) if not left_shift else rng.integers(-2, 3, co)).astype(np.int64)
+    return SimpleNamespace(name="L", op="tfl_fc" if dense else "tfl_conv", w=w, m=torch.from_numpy(m),
+                           shift=torch.from_numpy(shift), bq=torch.from_numpy(rng.integers(-(1 << 20), 1 << 20, co)),
+                           za=za, zo=zo, lo=-128, hi=127, single=dense, groups=1,
+                           stride=(1, 1) if dense else stride, pad4=[0, 0, 0, 0] if dense else pad4)
+
+
+def _reference(L: SimpleNamespace, x: np.ndarray) -> np.ndarray:
+    """int64 convolution of the centred codes (padding = the zero point), TFLite requantisation:
+    x (N, C, H, W) codes -> (N, Co, H', W') codes, or (N, C) -> (N, Co) for a dense layer."""
+    w = L.w.reshape(L.w.shape[0], -1, 1, 1) if L.op == "tfl_fc" else L.w
+    x4 = x.reshape(x.shape[0], -1, 1, 1) if L.op == "tfl_fc" else x
+    t, b, l, r = L.pad4
+    xc = np.pad(x4.astype(np.int64) - L.za, ((0, 0), (0, 0), (t, b), (l, r)))
+    co, _, kh, kw = w.shape
+    sh, sw = L.stride
+    ho, wo = (xc.shape[2] - kh) // sh + 1, (xc.shape[3] - kw) // sw + 1
+    acc = np.zeros((x.shape[0], co, ho, wo), dtype=np.int64)
+    for dy in range(kh):
+        for dx in range(kw):
+            win = xc[:, :, dy:dy + sh * (ho - 1) + 1:sh, dx:dx + sw * (wo - 1) + 1:sw]
+            acc += np.einsum("nchw,oc->nohw", win, w[:, :, dy, dx])
+    acc += L.bq.numpy()[None, :, None, None]
+    q = (mbqm(torch.from_numpy(acc), L.m[None, :, None, None], L.shift[None, :, None, None], single=L.single)
+         + L.zo).clamp(L.lo, L.hi).numpy()
+    return q.reshape(x.shape[0], co) if L.op == "tfl_fc" else q
+
+
+CASES = [  # (Co, C, kernel, stride, pad4, za, zo)
+    (16, 16, (3, 3), (1, 1), [1, 1, 1, 1], -128, -3),  # the MLPerf ResNet8 body
+    (16, 3, (3, 3), (1, 1), [1, 1, 1, 1], 5, 0),  # odd channel count: a zero channel pairs it
+    (32, 16, (3, 3), (2, 2), [0, 1, 0, 1], -17, 9),  # stride 2, TFLite SAME on an even size
+    (10, 7, (2, 3), (1, 2), [1, 0, 2, 1], 127, -128),  # Co not a multiple of 16, uneven padding
+    (40, 5, (1, 1), (2, 2), [0, 0, 0, 0], -128, 4),  # 1x1 shortcut, three column blocks
+    (24, 2, (5, 5), (1, 1), [2, 2, 2, 2], 0, 0),  # kernel wider than the 4-pixel group
+]
+
+
+@needs_avx2
+@pytest.mark.parametrize("case", CASES)
+def test_int_conv_equals_int64_reference(case: tuple) -> None:
+    co, c, k, stride, pad4, za, zo = case
+    rng = np.random.default_rng(co * 31 + c)
+    L = _layer(rng, co, c, k, stride, pad4, za, zo)
+    for h, w in ((9, 13), (4, 4)):  # odd sizes: partial 4-pixel groups
+        x = rng.integers(-128, 128, (3, c, h, w)).astype(np.float32)
+        xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+        got = IntConv(L)(xt).numpy()
+        want = _reference(L, x)
+        assert got.shape == want.shape and np.array_equal(got, want), (case, h, w)
+        assert np.array_equal(ExactConv(L)(xt).numpy(), want)  # the float path agrees as well
+
+
+@needs_avx2
+def test_int_conv_dense_and_int64_epilogue() -> None:
+    """A dense layer (a 1x1 convolution over the batch; odd K) and the int64 requantisation
+    (left shifts rule the exact float64 form out) equal the reference on every output."""
+    rng = np.random.default_rng(5)
+    for L in (_layer(rng, 10, 65, (1, 1), (1, 1), [0] * 4, 3, -2, dense=True),
+              _layer(rng, 18, 6, (3, 3), (1, 1), [1, 1, 1, 1], -60, 0, left_shift=True)):
+        shape = (37, 65) if L.op == "tfl_fc" else (2, 6, 7, 5)
+        x = rng.integers(-128, 128, shape).astype(np.float32)
+        xt = torch.from_numpy(x)
+        if xt.dim() == 4:
+            xt = xt.contiguous(memory_format=torch.channels_last)
+        ic = IntConv(L)
+        assert (ic.f64 is None) == (L.op != "tfl_fc")
+        assert np.array_equal(ic(xt).numpy(), _reference(L, x))
+
+
+def test_exact_mac_falls_back_to_the_float_convolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(6)
+    L = _layer(rng, 16, 16, (3, 3), (1, 1), [1, 1, 1, 1], 0, 0)
+    monkeypatch.setattr(kernels_avx2, "available", lambda: False)
+    assert isinstance(exact_mac(L), ExactConv)
+    monkeypatch.setattr(kernels_avx2, "available", lambda: True)
+    L.groups = 2  # grouped: no int conv form
+    assert isinstance(exact_mac(L), ExactConv)
+
+
+@needs_avx2
+def test_gather_lookup_equals_scalar_lookup() -> None:
+    """Every pair of codes, in a length with a remainder past the blocks of 8 and 4096."""
+    rng = np.random.default_rng(7)
+    tab = rng.standard_normal(65536).astype(np.float32)
+    codes = np.arange(-128, 128, dtype=np.float32)
+    a = np.concatenate([np.repeat(codes, 256), rng.integers(-128, 128, 4101).astype(np.float32)])
+    b = np.concatenate([np.tile(codes, 256), rng.integers(-128, 128, 4101).astype(np.float32)])
+    want, got = np.empty_like(a), np.empty_like(a)
+    tflite_kernels.lookup2(a, b, tab, want)
+    kernels_avx2.lookup2(a, b, tab, got)
+    assert np.array_equal(got, want)
+    assert np.array_equal(want[:65536], tab)  # every entry reached once, in order
