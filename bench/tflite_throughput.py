@@ -18,8 +18,8 @@ Every axlab run is timed between two LiteRT runs (LiteRT, impl, LiteRT, impl, ..
 is its images/s over the mean images/s of the LiteRT runs just before and after it. The whole
 measurement is repeated ``--repeats`` times; each figure is the median over repeats with its
 spread [min..max]. Printed: QNN / LiteRT (goal >= 1.0), each AxNN / LiteRT, the geometric
-mean of the AxNN ratios (goal >= 0.25), and the share of the QNN's time spent in torch's float
-convolutions with their images/s alone (what the rest of the QNN costs besides them). The
+mean of the AxNN ratios (goal >= 0.25), and the share of the QNN's time spent in its conv /
+dense layers with their images/s alone (what the rest of the QNN costs besides them). The
 machine may be shared: quote figures from a quiet machine, with the load average this prints.
 
     python bench/tflite_throughput.py [--images 512] [--repeats 3] [--threads 2] [--batch 256]
@@ -202,40 +202,39 @@ def main() -> int:
         g = statistics.median(per_rep)
         print(f"AxNN / LiteRT, geometric mean over {len(ax)} multipliers: {_spread(per_rep)} "
               f"(goal >= 0.25: {'met' if g >= 0.25 else 'NOT met'})")
-    _conv_share(impls["QNN"], x, statistics.median(rates["LiteRT"]))
+    _layer_share(impls["QNN"], x, statistics.median(rates["LiteRT"]))
     if args.quick:
         print("(--quick: a smoke test; these figures mean nothing)")
     return 0
 
 
-def _conv_share(impl: object, x: np.ndarray, lite_rate: float) -> None:
-    """Where the QNN's time goes: one more timed run with torch's float convolutions (oneDNN;
-    F.conv2d / F.linear, which nn.tflite_fast calls) timed apart. Their images/s alone bound
-    what this float32-code design can reach by speeding up everything else."""
-    import torch.nn.functional as F
-
+def _layer_share(impl: object, x: np.ndarray, lite_rate: float) -> None:
+    """Where the QNN's time goes: one more run with its conv / depthwise / dense layers (MAC and
+    requantisation: nn.tflite_fast) timed apart from the rest (ADD, pooling, softmax, glue)."""
+    fast = impl.engine.fast
     spent = [0.0]
-    orig = F.conv2d, F.linear
+    orig = dict(fast)
 
     def timed(fn: Callable) -> Callable:
-        def run(*a: object, **k: object) -> object:
+        def run(v: object) -> object:
             t = time.perf_counter()
-            r = fn(*a, **k)
+            r = fn(v)
             spent[0] += time.perf_counter() - t
             return r
         return run
 
-    F.conv2d, F.linear = timed(orig[0]), timed(orig[1])
     try:
+        for k, fn in orig.items():
+            fast[k] = timed(fn)
         t = time.perf_counter()
         impl.logits(x)
         total = time.perf_counter() - t
     finally:
-        F.conv2d, F.linear = orig
-    conv_rate = len(x) / spent[0]
-    print(f"QNN time in torch's float convolutions: {spent[0] / total * 100:.0f} % "
-          f"(the rest: requantisation, ADD, padding, pooling, softmax); the convolutions alone run at "
-          f"{conv_rate:.0f} images/s = {conv_rate / lite_rate:.2f}x LiteRT")
+        fast.update(orig)
+    rate = len(x) / spent[0]
+    print(f"QNN time in its conv / dense layers (MAC + requantisation): {spent[0] / total * 100:.0f} % "
+          f"(the rest: ADD, pooling, softmax, glue); the layers alone run at {rate:.0f} images/s = "
+          f"{rate / lite_rate:.2f}x LiteRT")
 
 
 if __name__ == "__main__":
