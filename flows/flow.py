@@ -403,10 +403,10 @@ class FlowRunner(StagedRunner):
         if not pareto:
             return
         design = self.best_design(pareto, cfg["max_acc_loss"])
+        # the flow's dataset, as every other stage uses (an imported model names none of its own; a
+        # trained one may name another split or layout of the data than the flow evaluates on)
         args = ["export", "--model", self.model, "--design", design, "--out", str(self.out / "export"),
-                "--images", str(cfg["images"])] + (["--verify"] if cfg["verify"] else [])
-        if str(self.model).lower().endswith(".tflite"):  # an imported model names no dataset of its own
-            args += ["--dataset", self.flow["dataset"]]
+                "--images", str(cfg["images"]), "--dataset", self.flow["dataset"]] + (["--verify"] if cfg["verify"] else [])
         self.axlab(*args, stdout=self.out / "export.log")
 
     def stage_report(self, cfg: dict[str, Any]) -> None:

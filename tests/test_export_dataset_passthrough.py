@@ -96,3 +96,22 @@ def test_hw_cost_synth_passes_the_dse_dataset_to_every_export(tflite_files, tmp_
         m = json.loads((tmp_path / "hw" / f"pareto_{k:02d}" / "manifest.json").read_text())
         assert m["model"]["dataset"] == "digits" and m["accuracy"]["dataset"] == "digits"
     assert synth_front(dict(cfg, dataset="digits"), tmp_path, front, progress=False) == hw and len(calls) == 2
+
+
+def test_flow_export_stage_passes_the_flow_dataset(tmp_path, monkeypatch):
+    """The flow's export stage hands the flow's dataset to ``axlab export`` for any model (a
+    trained model may record another layout of the data than the flow evaluates on)."""
+    from flows.flow import FlowRunner
+
+    runner = FlowRunner.__new__(FlowRunner)
+    runner.out, runner.model = tmp_path, str(tmp_path / "model.axm")
+    runner.flow = {"dataset": "cifar10:../shared/data/cifar-10-subset"}
+    (tmp_path / "dse").mkdir()
+    (tmp_path / "dse" / "pareto.json").write_text(json.dumps(
+        {"pareto": [{"design": "d0.json", "acc_loss": 0.2, "area_um2": 10.0}]}))
+    seen: list[tuple[str, ...]] = []
+    monkeypatch.setattr(runner, "axlab", lambda *args, stdout=None: seen.append(args))
+    runner.stage_export({"images": 5, "verify": False, "max_acc_loss": 1.0})
+    (args,) = seen
+    assert args[0] == "export" and args[args.index("--dataset") + 1] == "cifar10:../shared/data/cifar-10-subset"
+    assert args[args.index("--design") + 1] == str(tmp_path / "dse" / "d0.json")
