@@ -6,8 +6,8 @@ Convolution.
 ``vpmaddwd`` multiplies sixteen int16 pairs and adds adjacent products into eight int32 lanes
 without saturation for our operands (|activation - zero point| <= 255, |weight| <= 128), so
 every accumulator is the exact int32 sum that TFLite's reference kernel forms. One output row
-of one image at a time, read in place from an int16 copy of the input (centred, padded with the
-zero point's 0, channels paired): a 4-pixel x 16-channel micro-kernel written in LLVM IR
+of one image at a time: its input rows are centred into a small int16 buffer (padding = the zero
+point's 0, channels paired), a 4-pixel x 16-channel micro-kernel written in LLVM IR
 (``_mk4x16``; numba has no vector types) runs over every (tap, channel pair) with its
 accumulators in registers and stores the row's int32 sums; then a fused TFLite epilogue
 (bias, MultiplyByQuantizedMultiplier, zero point, clamp) writes float32 codes. Used by
@@ -173,35 +173,6 @@ def pack_weights(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pairs).view(np.int32).reshape(nb, kh * kw, c2, COLS)
 
 
-@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def centred_int16(x, za, top, left, out):  # pragma: no cover - jitted
-    """out (N, Hp, Wp', C') int16 = x (N, H, W, C) float32 codes - za at (top, left), 0
-    elsewhere (padding, channels past C, columns past the padded width: out may be larger)."""
-    n_img, h, w, c = x.shape
-    hp, wp, cp = out.shape[1], out.shape[2], out.shape[3]
-    for t in prange(n_img * hp):
-        n = t // hp
-        yy = t - n * hp
-        ys = yy - top
-        orow = out[n, yy].reshape(-1)
-        if ys < 0 or ys >= h:
-            orow[:] = 0
-            continue
-        xr = x[n, ys].reshape(-1)
-        if cp == c:  # one contiguous run: the row's W*C codes
-            orow[:left * c] = 0
-            dst = orow[left * c:(left + w) * c]
-            for i in range(w * c):
-                dst[i] = np.int16(xr[i] - za)
-            orow[(left + w) * c:] = 0
-        else:
-            orow[:] = 0
-            for xs in range(w):
-                o = orow[(xs + left) * cp:]
-                for ch in range(c):
-                    o[ch] = np.int16(xr[xs * c + ch] - za)
-
-
 def tap_offsets(kh: int, kw: int, c2: int, width: int) -> np.ndarray:
     """int64 (kh*kw*c2,): word offset of every (tap, channel pair) from a window's top-left pixel
     in an int16 input of ``width`` pixels per row and 2*c2 channels, in pack_weights' order."""
@@ -210,38 +181,56 @@ def tap_offsets(kh: int, kw: int, c2: int, width: int) -> np.ndarray:
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def conv_rows(xp, wp, offs, sh, sw, co_n, bias, bias_f, m, s, mh, ml, hh, n2, sc, tiles, use_f64, zo, lo, hi,
-              single, out):  # pragma: no cover - jitted
-    """out (N, Ho, Wo, Co) float32 codes of a convolution of xp (N, Hp, Wp', C') int16 (centred,
-    padded, Wp' >= (ceil(Wo/4)*4 - 1)*sw + kw) with pack_weights' wp (``offs``: tap_offsets),
-    each accumulator + bias[c] (int64; bias_f: the same as float64) requantised by TFLite's
-    MultiplyByQuantizedMultiplier (exact float64 form with nn.tflite_kernels.mbqm_f64_params'
-    (mh, ml, hh, n2, sc) when ``use_f64``, else int64 with m, s), + zo, clamped to [lo, hi]. ``tiles`` (6, Wo*Co): bias_f, mh, ml, hh, n2, sc repeated
-    over a row's pixels (one vectorised epilogue loop per output row; short channel loops cost
-    more in set-up than in work), or (6, 0) for the per-pixel loop."""
-    n_img, hp, wpx = xp.shape[0], xp.shape[1], xp.shape[2]
-    c2 = xp.shape[3] // 2  # int32 words (channel pairs) per pixel
+def conv_rows(x, za, top, left, kh, sh, sw, width, cpad, wp, offs, co_n, bias, bias_f, m, s, mh, ml, hh, n2, sc,
+              tiles, use_f64, zo, lo, hi, single, out):  # pragma: no cover - jitted
+    """out (N, Ho, Wo, Co) float32 codes of the convolution of the codes x (N, H, W, C) float32
+    (zero point ``za``, padded by ``top`` / ``left`` and the zero point's 0 up to Ho, Wo) with
+    pack_weights' wp (``offs``: tap_offsets for ``width`` pixels of ``cpad`` channels, width >=
+    (ceil(Wo/4)*4 - 1)*sw + kw); each accumulator + bias[c] (int64; bias_f: the same as float64)
+    requantised by TFLite's MultiplyByQuantizedMultiplier (exact float64 form with
+    nn.tflite_kernels.mbqm_f64_params' (mh, ml, hh, n2, sc) when ``use_f64``, else int64 with m,
+    s), + zo, clamped to [lo, hi]. ``tiles`` (6, Wo*Co): bias_f, mh, ml, hh, n2, sc repeated over a
+    row's pixels (one vectorised epilogue loop per output row; short channel loops cost more in
+    set-up than in work), or (6, 0) for the per-pixel loop.
+
+    Per output row, its kh input rows are centred into a small int16 buffer (zero-point padding
+    = 0, channels paired) that the micro-kernel reads from cache."""
+    n_img, h, w, c = x.shape
     ho, wo = out.shape[1], out.shape[2]
     nb = wp.shape[0]
     co_pad = nb * COLS
     wo_pad = -(-wo // ROWS) * ROWS
+    c2 = cpad // 2  # int32 words (channel pairs) per pixel
     rows = n_img * ho
     chunks = min(rows, 64)
     k2 = offs.shape[0]
-    # raw addresses: slicing arrays in the inner loops costs reference counting per call; every
-    # array addressed here is an argument, alive (owned by the caller) for the whole call
-    x0, w0, f0 = xp.ctypes.data, wp.ctypes.data, offs.ctypes.data
+    # raw addresses: slicing arrays in the inner loops costs reference counting per call
+    w0, f0 = wp.ctypes.data, offs.ctypes.data
     flat = use_f64 and co_n == co_pad and tiles.shape[1] == wo * co_n
     for ch in prange(chunks):
         acc = np.empty((wo_pad, co_pad), dtype=np.int32)
-        a0 = acc.ctypes.data
+        buf = np.zeros((kh, width, cpad), dtype=np.int16)  # padding columns and channel stay 0
+        a0, b0 = acc.ctypes.data, buf.ctypes.data
         for t in range(ch * rows // chunks, (ch + 1) * rows // chunks):
             n = t // ho
             oy = t - n * ho
-            row = x0 + (n * hp + oy * sh) * wpx * c2 * 4
+            for dy in range(kh):
+                iy = oy * sh + dy - top
+                brow = buf[dy]
+                if iy < 0 or iy >= h:
+                    brow[:] = 0
+                elif cpad == c:
+                    dst = brow.reshape(-1)[left * c:(left + w) * c]
+                    src = x[n, iy].reshape(-1)
+                    for i in range(w * c):
+                        dst[i] = np.int16(src[i] - za)
+                else:
+                    for ix in range(w):
+                        for cc in range(c):
+                            brow[left + ix, cc] = np.int16(x[n, iy, ix, cc] - za)
             for m0 in range(0, wo, ROWS):
                 for b in range(nb):
-                    _mk4x16(row + m0 * sw * c2 * 4, sw * c2, f0, w0 + b * k2 * COLS * 4, k2,
+                    _mk4x16(b0 + m0 * sw * c2 * 4, sw * c2, f0, w0 + b * k2 * COLS * 4, k2,
                             a0 + (m0 * co_pad + b * COLS) * 4, co_pad)
             orow = out[n, oy]
             if flat:  # one loop over the row's (pixel, channel) pairs, per-channel constants tiled

@@ -235,13 +235,12 @@ class IntConv(_Base):
         ho, wo = (h + t + b - self.kh) // sh + 1, (w + l + r - self.kw) // sw + 1
         # channels paired (even count); columns for the micro-kernel's last 4-pixel group
         width = max(w + l + r, (-(-wo // self.P.ROWS) * self.P.ROWS - 1) * sw + self.kw)
-        xp = np.empty((n, h + t + b, width, c + c % 2), dtype=np.int16)
-        self.P.centred_int16(xa, np.float32(L.za), t, l, xp)
         offs, tiles = self._geometry(width, c, wo)
         out = np.empty((n, ho, wo, self.co), dtype=np.float32)
         use_f64 = self.f64 is not None
-        self.P.conv_rows(xp, self.wp, offs, sh, sw, self.co, self.bq, self.bias_f, self.m, self.s, *self.f64_or_0,
-                         tiles, use_f64, float(L.zo), float(L.lo), float(L.hi), bool(L.single), out)
+        self.P.conv_rows(xa, np.float32(L.za), t, l, self.kh, sh, sw, width, c + c % 2, self.wp, offs, self.co,
+                         self.bq, self.bias_f, self.m, self.s, *self.f64_or_0, tiles, use_f64, float(L.zo),
+                         float(L.lo), float(L.hi), bool(L.single), out)
         if self.dense:
             return torch.from_numpy(out.reshape(-1, self.co))
         return torch.from_numpy(out).permute(0, 3, 1, 2)
