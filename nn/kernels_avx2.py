@@ -46,6 +46,34 @@ def available() -> bool:
     return bool(binding.get_host_cpu_features().get("avx2", False))
 
 
+def _loop_open(builder: Any, n: Any, name: str) -> tuple[Any, Any, Any, Any]:
+    """Start ``for i in range(n)`` (n > 0 checked) in IR: (entry block, loop block, exit block, i)."""
+    pre = builder.block
+    loop = builder.append_basic_block(f"{name}.loop")
+    done = builder.append_basic_block(f"{name}.done")
+    builder.cbranch(builder.icmp_signed(">", n, ir.Constant(_I64, 0)), loop, done)
+    builder.position_at_end(loop)
+    i = builder.phi(_I64)
+    i.add_incoming(ir.Constant(_I64, 0), pre)
+    return pre, loop, done, i
+
+
+def _loop_close(builder: Any, i: Any, n: Any, loop: Any, done: Any) -> Any:
+    """End the loop of _loop_open; returns its last block (for the phis of values it carries)."""
+    i_next = builder.add(i, ir.Constant(_I64, 1))
+    last = builder.block
+    i.add_incoming(i_next, last)
+    builder.cbranch(builder.icmp_signed("<", i_next, n), loop, done)
+    builder.position_at_end(done)
+    return last
+
+
+def _splat(builder: Any, v: Any) -> Any:
+    """An i32 broadcast to <8 x i32>."""
+    und = ir.Constant(_V8, ir.Undefined)
+    return builder.shuffle_vector(builder.insert_element(und, v, ir.Constant(_I32, 0)), und, ir.Constant(_V8, [0] * 8))
+
+
 @intrinsic
 def _mk4x16(typingctx, a_ptr, lda, offs_ptr, w_ptr, k2, out_ptr, ldo):  # pragma: no cover - compiled by numba
     """out[q*ldo + c] = sum_i pmaddwd(a[q*lda + offs[i]], w[i*16 + c]) for q < 4, c < 16, i < k2:
@@ -63,15 +91,8 @@ def _mk4x16(typingctx, a_ptr, lda, offs_ptr, w_ptr, k2, out_ptr, ldo):  # pragma
         w_p = builder.inttoptr(w_i, _I32.as_pointer())
         o_p = builder.inttoptr(o_i, _I32.as_pointer())
         rows = [builder.gep(a_p, [builder.mul(ir.Constant(_I64, q), lda_v)]) for q in range(ROWS)]
-        pre = builder.block
-        loop = builder.append_basic_block("mk.loop")
-        done = builder.append_basic_block("mk.done")
-        zero, undef = ir.Constant(_V8, None), ir.Constant(_V8, ir.Undefined)
-        splat = ir.Constant(_V8, [0] * 8)
-        builder.cbranch(builder.icmp_signed(">", k2_v, ir.Constant(_I64, 0)), loop, done)
-        builder.position_at_end(loop)
-        i = builder.phi(_I64)
-        i.add_incoming(ir.Constant(_I64, 0), pre)
+        zero = ir.Constant(_V8, None)
+        pre, loop, done, i = _loop_open(builder, k2_v, "mk")
         accs = []
         for _ in range(2 * ROWS):
             p = builder.phi(_V8)
@@ -84,18 +105,12 @@ def _mk4x16(typingctx, a_ptr, lda, offs_ptr, w_ptr, k2, out_ptr, ldo):  # pragma
                                                           _V8.as_pointer()), align=4), _V16)
         new = []
         for q in range(ROWS):
-            a = builder.load(builder.gep(rows[q], [off]), align=4)
-            av = builder.bitcast(builder.shuffle_vector(builder.insert_element(undef, a, ir.Constant(_I32, 0)),
-                                                        undef, splat), _V16)
+            av = builder.bitcast(_splat(builder, builder.load(builder.gep(rows[q], [off]), align=4)), _V16)
             new.append(builder.add(accs[2 * q], builder.call(pmadd, [av, w0])))
             new.append(builder.add(accs[2 * q + 1], builder.call(pmadd, [av, w1])))
-        i_next = builder.add(i, ir.Constant(_I64, 1))
-        last = builder.block
-        i.add_incoming(i_next, last)
+        last = _loop_close(builder, i, k2_v, loop, done)
         for p, v in zip(accs, new):
             p.add_incoming(v, last)
-        builder.cbranch(builder.icmp_signed("<", i_next, k2_v), loop, done)
-        builder.position_at_end(done)
         fin = []
         for v in new:  # every phi first: LLVM wants them at the top of the block
             p = builder.phi(_V8)
@@ -123,13 +138,7 @@ def _lookup8(typingctx, a_ptr, b_ptr, tab_ptr, out_ptr, n8):  # pragma: no cover
             builder.module, ir.FunctionType(_VF, [_VF, _I8.as_pointer(), _V8, _VF, _I8]), "llvm.x86.avx2.gather.d.ps.256")
         a_p, b_p = builder.inttoptr(a_i, _VF.as_pointer()), builder.inttoptr(b_i, _VF.as_pointer())
         o_p, t_p = builder.inttoptr(o_i, _VF.as_pointer()), builder.inttoptr(t_i, _I8.as_pointer())
-        pre = builder.block
-        loop = builder.append_basic_block("lk.loop")
-        done = builder.append_basic_block("lk.done")
-        builder.cbranch(builder.icmp_signed(">", n_v, ir.Constant(_I64, 0)), loop, done)
-        builder.position_at_end(loop)
-        i = builder.phi(_I64)
-        i.add_incoming(ir.Constant(_I64, 0), pre)
+        pre, loop, done, i = _loop_open(builder, n_v, "lk")
         c128 = ir.Constant(_V8, [128] * 8)
         a = builder.add(builder.fptosi(builder.load(builder.gep(a_p, [i]), align=4), _V8), c128)
         b = builder.add(builder.fptosi(builder.load(builder.gep(b_p, [i]), align=4), _V8), c128)
@@ -137,10 +146,7 @@ def _lookup8(typingctx, a_ptr, b_ptr, tab_ptr, out_ptr, n8):  # pragma: no cover
         every = builder.bitcast(ir.Constant(_V8, [-1] * 8), _VF)  # gather mask: all lanes
         v = builder.call(gather, [ir.Constant(_VF, None), t_p, idx, every, ir.Constant(_I8, 4)])
         builder.store(v, builder.gep(o_p, [i]), align=4)
-        i_next = builder.add(i, ir.Constant(_I64, 1))
-        i.add_incoming(i_next, builder.block)
-        builder.cbranch(builder.icmp_signed("<", i_next, n_v), loop, done)
-        builder.position_at_end(done)
+        _loop_close(builder, i, n_v, loop, done)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -159,6 +165,56 @@ def lookup2(a, b, tab, out):  # pragma: no cover - jitted
         _lookup8(a0 + lo * 4, b0 + lo * 4, t0, o0 + lo * 4, n8)
         for i in range(lo + n8 * 8, hi):
             out[i] = tab[(np.int32(a[i]) + 128) * 256 + np.int32(b[i]) + 128]
+
+
+@intrinsic
+def _requant8(typingctx, acc_ptr, q_ptr, n, out_ptr, n8, zo, lo, hi):  # pragma: no cover - compiled by numba
+    """out[i] = float(clamp(RDivByPOT(SRDHM(acc[i] + bias[i], m[i]), e[i]) + zo, lo, hi)) for
+    i < 8 * n8: TFLite's double-rounding MultiplyByQuantizedMultiplier (shift <= 0) in int32 /
+    int64 vector arithmetic, eight at a time. acc int32; q int32 (3, n): bias, m, e = -shift
+    rows; out float32. SRDHM(x, m) = floor((x*m + 2^30) / 2^31) (TFLite's truncating form with
+    its sign-dependent nudge, rewritten); RoundingDivideByPOT rounds half away from zero."""
+    sig = types.void(types.uintp, types.uintp, types.intp, types.uintp, types.intp, types.int32, types.int32,
+                     types.int32)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        a_i, q_i, n_v, o_i, n8_v, zo_v, lo_v, hi_v = args
+        v8p = _V8.as_pointer()
+        v64 = ir.VectorType(_I64, 8)
+        a_p, o_p = builder.inttoptr(a_i, v8p), builder.inttoptr(o_i, _VF.as_pointer())
+        q_p = builder.inttoptr(q_i, _I32.as_pointer())
+        rows = [builder.bitcast(builder.gep(q_p, [builder.mul(n_v, ir.Constant(_I64, k))]), v8p) for k in range(3)]
+
+        zo8, lo8, hi8 = _splat(builder, zo_v), _splat(builder, lo_v), _splat(builder, hi_v)
+        one, zero = ir.Constant(_V8, [1] * 8), ir.Constant(_V8, [0] * 8)
+        _, loop, done, i = _loop_open(builder, n8_v, "rq")
+        bias, m, e = (builder.load(builder.gep(r, [i]), align=4) for r in rows)
+        x = builder.add(builder.load(builder.gep(a_p, [i]), align=4), bias)
+        p = builder.mul(builder.sext(x, v64), builder.sext(m, v64))  # vpmuldq
+        p = builder.add(p, ir.Constant(v64, [1 << 30] * 8))
+        r = builder.trunc(builder.lshr(p, ir.Constant(v64, [31] * 8)), _V8)  # bits 31..62: the floor
+        mask = builder.sub(builder.shl(one, e), one)
+        neg = builder.zext(builder.icmp_signed("<", r, zero), _V8)
+        thr = builder.add(builder.lshr(mask, one), neg)
+        up = builder.zext(builder.icmp_signed(">", builder.and_(r, mask), thr), _V8)
+        v = builder.add(builder.add(builder.ashr(r, e), up), zo8)
+        v = builder.select(builder.icmp_signed("<", v, lo8), lo8, v)
+        v = builder.select(builder.icmp_signed(">", v, hi8), hi8, v)
+        builder.store(builder.sitofp(v, _VF), builder.gep(o_p, [i]), align=4)
+        _loop_close(builder, i, n8_v, loop, done)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def int_requant_rows(bias: np.ndarray, m: np.ndarray, shift: np.ndarray, wo: int) -> np.ndarray | None:
+    """_requant8's constants (3, wo*C) int32 (bias, m, -shift, repeated over wo pixels), or None
+    where its form does not apply (a left shift, a multiplier or bias outside int32)."""
+    if len(shift) == 0 or shift.max() > 0 or shift.min() < -31 or m.min() < 0 or m.max() >= 2**31:
+        return None
+    if np.abs(bias).max() >= 2**31:
+        return None
+    return np.ascontiguousarray(np.stack([np.tile(v, wo) for v in (bias, m, -shift)]).astype(np.int32))
 
 
 def pack_weights(w: np.ndarray) -> np.ndarray:
@@ -182,7 +238,7 @@ def tap_offsets(kh: int, kw: int, c2: int, width: int) -> np.ndarray:
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def conv_rows(x, za, top, left, kh, sh, sw, width, cpad, wp, offs, co_n, bias, bias_f, m, s, mh, ml, hh, n2, sc,
-              tiles, use_f64, zo, lo, hi, single, out):  # pragma: no cover - jitted
+              tiles, qi, use_f64, zo, lo, hi, single, out):  # pragma: no cover - jitted
     """out (N, Ho, Wo, Co) float32 codes of the convolution of the codes x (N, H, W, C) float32
     (zero point ``za``, padded by ``top`` / ``left`` and the zero point's 0 up to Ho, Wo) with
     pack_weights' wp (``offs``: tap_offsets for ``width`` pixels of ``cpad`` channels, width >=
@@ -191,7 +247,8 @@ def conv_rows(x, za, top, left, kh, sh, sw, width, cpad, wp, offs, co_n, bias, b
     nn.tflite_kernels.mbqm_f64_params' (mh, ml, hh, n2, sc) when ``use_f64``, else int64 with m,
     s), + zo, clamped to [lo, hi]. ``tiles`` (6, Wo*Co): bias_f, mh, ml, hh, n2, sc repeated over a
     row's pixels (one vectorised epilogue loop per output row; short channel loops cost more in
-    set-up than in work), or (6, 0) for the per-pixel loop.
+    set-up than in work), or (6, 0) for the per-pixel loop. ``qi`` (3, Wo*Co): int_requant_rows'
+    constants, the int32 vector epilogue (_requant8) used instead where given (else (3, 0)).
 
     Per output row, its kh input rows are centred into a small int16 buffer (zero-point padding
     = 0, channels paired) that the micro-kernel reads from cache."""
@@ -207,6 +264,8 @@ def conv_rows(x, za, top, left, kh, sh, sw, width, cpad, wp, offs, co_n, bias, b
     # raw addresses: slicing arrays in the inner loops costs reference counting per call
     w0, f0 = wp.ctypes.data, offs.ctypes.data
     flat = use_f64 and co_n == co_pad and tiles.shape[1] == wo * co_n
+    vec = (not single) and co_n == co_pad and qi.shape[1] == wo * co_n
+    q0, o0 = qi.ctypes.data, out.ctypes.data
     for ch in prange(chunks):
         acc = np.empty((wo_pad, co_pad), dtype=np.int32)
         buf = np.zeros((kh, width, cpad), dtype=np.int16)  # padding columns and channel stay 0
@@ -232,6 +291,10 @@ def conv_rows(x, za, top, left, kh, sh, sw, width, cpad, wp, offs, co_n, bias, b
                 for b in range(nb):
                     _mk4x16(b0 + m0 * sw * c2 * 4, sw * c2, f0, w0 + b * k2 * COLS * 4, k2,
                             a0 + (m0 * co_pad + b * COLS) * 4, co_pad)
+            if vec:
+                _requant8(a0, q0, wo * co_n, o0 + t * wo * co_n * 4, wo * co_n // 8, np.int32(zo), np.int32(lo),
+                          np.int32(hi))
+                continue
             orow = out[n, oy]
             if flat:  # one loop over the row's (pixel, channel) pairs, per-channel constants tiled
                 _requant_f64(acc.reshape(-1)[:wo * co_n], orow.reshape(-1), tiles[0], tiles[1], tiles[2], tiles[3],

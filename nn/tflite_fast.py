@@ -207,19 +207,20 @@ class IntConv(_Base):
         self.use_bound(bound)
         self.bias_f = self.bq.astype(np.float64)
         self.f64_or_0 = self.f64 if self.f64 is not None else tuple(np.zeros(self.co) for _ in range(5))
-        self._geo: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._geo: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.kind = "exact int16 pmaddwd conv"
 
-    def _geometry(self, width: int, c: int, wo: int) -> tuple[np.ndarray, np.ndarray]:
-        """(tap offsets for an input ``width`` pixels wide, epilogue constants tiled over ``wo``
-        pixels), cached per shape."""
+    def _geometry(self, width: int, c: int, wo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(tap offsets for an input ``width`` pixels wide, float64 and int32 epilogue constants
+        tiled over ``wo`` pixels), cached per shape."""
         key = (width, c, wo)
         g = self._geo.get(key)
         if g is None:
             offs = self.P.tap_offsets(self.kh, self.kw, (c + 1) // 2, width)
             flat = self.f64 is not None and self.co % self.P.COLS == 0
             tiles = np.stack([np.tile(v, wo) for v in (self.bias_f, *self.f64_or_0)]) if flat else np.zeros((6, 0))
-            g = self._geo[key] = (offs, np.ascontiguousarray(tiles))
+            qi = None if self.L.single or self.co % self.P.COLS else self.P.int_requant_rows(self.bq, self.m, self.s, wo)
+            g = self._geo[key] = (offs, np.ascontiguousarray(tiles), qi if qi is not None else np.zeros((3, 0), np.int32))
         return g
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -235,11 +236,11 @@ class IntConv(_Base):
         ho, wo = (h + t + b - self.kh) // sh + 1, (w + l + r - self.kw) // sw + 1
         # channels paired (even count); columns for the micro-kernel's last 4-pixel group
         width = max(w + l + r, (-(-wo // self.P.ROWS) * self.P.ROWS - 1) * sw + self.kw)
-        offs, tiles = self._geometry(width, c, wo)
+        offs, tiles, qi = self._geometry(width, c, wo)
         out = np.empty((n, ho, wo, self.co), dtype=np.float32)
         use_f64 = self.f64 is not None
         self.P.conv_rows(xa, np.float32(L.za), t, l, self.kh, sh, sw, width, c + c % 2, self.wp, offs, self.co,
-                         self.bq, self.bias_f, self.m, self.s, *self.f64_or_0, tiles, use_f64, float(L.zo),
+                         self.bq, self.bias_f, self.m, self.s, *self.f64_or_0, tiles, qi, use_f64, float(L.zo),
                          float(L.lo), float(L.hi), bool(L.single), out)
         if self.dense:
             return torch.from_numpy(out.reshape(-1, self.co))

@@ -113,3 +113,37 @@ def test_gather_lookup_equals_scalar_lookup() -> None:
     kernels_avx2.lookup2(a, b, tab, got)
     assert np.array_equal(got, want)
     assert np.array_equal(want[:65536], tab)  # every entry reached once, in order
+
+
+@needs_avx2
+def test_int32_vector_requantisation_on_edge_cases() -> None:
+    """_requant8 (the QNN's vector epilogue) against nn.tflite_ops.mbqm (double rounding) on
+    accumulators at the int32 edges, ties, zero and extreme multipliers, shifts 0 .. -31."""
+    from numba import njit
+
+    @njit
+    def run(acc, q, out, zo, lo, hi):  # pragma: no cover - jitted
+        kernels_avx2._requant8(acc.ctypes.data, q.ctypes.data, acc.size, out.ctypes.data, acc.size // 8,
+                               np.int32(zo), np.int32(lo), np.int32(hi))
+
+    rng = np.random.default_rng(8)
+    n = 8 * 512
+    acc = rng.integers(-(1 << 31), 1 << 31, n, dtype=np.int64)
+    acc[:64] = [-(1 << 31), (1 << 31) - 1, 0, 1, -1, 1 << 30, -(1 << 30), 12345] * 8
+    bias = rng.integers(-1000, 1000, n)
+    acc = np.clip(acc, -(1 << 31) - bias, (1 << 31) - 1 - bias)  # acc + bias stays int32, as the bound ensures
+    m = rng.integers(0, 1 << 31, n)
+    m[::97] = 0
+    m[1::89] = (1 << 31) - 1
+    m[2::61] = 1 << 30
+    shift = -rng.integers(0, 32, n)
+    shift[::5] = 0
+    shift[1::7] = -31
+    for zo, lo, hi in ((0, -(1 << 31), (1 << 31) - 1), (-3, -128, 127)):
+        q = np.ascontiguousarray(np.stack([bias, m, -shift]).astype(np.int32))
+        out = np.empty(n, dtype=np.float32)
+        run(acc.astype(np.int32), q, out, zo, lo, hi)
+        want = (mbqm(torch.from_numpy(acc + bias), torch.from_numpy(m), torch.from_numpy(shift)) + zo).clamp(lo, hi)
+        # both sides through float32 (the kernel's output type; exact for the clamped codes)
+        assert np.array_equal(out, want.numpy().astype(np.float32)), (zo, lo, hi)
+    assert len(np.unique(out)) > 50
