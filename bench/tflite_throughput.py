@@ -210,15 +210,16 @@ def main() -> int:
 
 def _layer_share(impl: object, x: np.ndarray, lite_rate: float) -> None:
     """Where the QNN's time goes: one more run with its conv / depthwise / dense layers (MAC and
-    requantisation: nn.tflite_fast) timed apart from the rest (ADD, pooling, softmax, glue)."""
+    requantisation, and the ADDs fused into them: nn.tflite_fast) timed apart from the rest
+    (the other ADDs, pooling, softmax, glue)."""
     fast = impl.engine.fast
     spent = [0.0]
     orig = dict(fast)
 
     def timed(fn: Callable) -> Callable:
-        def run(v: object) -> object:
+        def run(*a: object, **k: object) -> object:
             t = time.perf_counter()
-            r = fn(v)
+            r = fn(*a, **k)
             spent[0] += time.perf_counter() - t
             return r
         return run
@@ -232,8 +233,8 @@ def _layer_share(impl: object, x: np.ndarray, lite_rate: float) -> None:
     finally:
         fast.update(orig)
     rate = len(x) / spent[0]
-    print(f"QNN time in its conv / dense layers (MAC + requantisation): {spent[0] / total * 100:.0f} % "
-          f"(the rest: ADD, pooling, softmax, glue); the layers alone run at {rate:.0f} images/s = "
+    print(f"QNN time in its conv / dense layers (MAC + requantisation + fused ADDs): {spent[0] / total * 100:.0f} % "
+          f"(the rest: pooling, softmax, other ADDs, glue); the layers alone run at {rate:.0f} images/s = "
           f"{rate / lite_rate:.2f}x LiteRT")
 
 

@@ -74,6 +74,14 @@ def _splat(builder: Any, v: Any) -> Any:
     return builder.shuffle_vector(builder.insert_element(und, v, ir.Constant(_I32, 0)), und, ir.Constant(_V8, [0] * 8))
 
 
+def _gather(builder: Any, tab: Any, idx: Any) -> Any:
+    """<8 x float> tab[idx] (vgatherdps; tab an i8* base, idx <8 x i32> element indices)."""
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VF, [_VF, _I8.as_pointer(), _V8, _VF, _I8]),
+                                        "llvm.x86.avx2.gather.d.ps.256")
+    every = builder.bitcast(ir.Constant(_V8, [-1] * 8), _VF)  # mask: all lanes
+    return builder.call(fn, [ir.Constant(_VF, None), tab, idx, every, ir.Constant(_I8, 4)])
+
+
 @intrinsic
 def _mk4x16(typingctx, a_ptr, lda, offs_ptr, w_ptr, k2, out_ptr, ldo):  # pragma: no cover - compiled by numba
     """out[q*ldo + c] = sum_i pmaddwd(a[q*lda + offs[i]], w[i*16 + c]) for q < 4, c < 16, i < k2:
@@ -134,17 +142,13 @@ def _lookup8(typingctx, a_ptr, b_ptr, tab_ptr, out_ptr, n8):  # pragma: no cover
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         a_i, b_i, t_i, o_i, n_v = args
-        gather = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_VF, [_VF, _I8.as_pointer(), _V8, _VF, _I8]), "llvm.x86.avx2.gather.d.ps.256")
         a_p, b_p = builder.inttoptr(a_i, _VF.as_pointer()), builder.inttoptr(b_i, _VF.as_pointer())
         o_p, t_p = builder.inttoptr(o_i, _VF.as_pointer()), builder.inttoptr(t_i, _I8.as_pointer())
         pre, loop, done, i = _loop_open(builder, n_v, "lk")
         c128 = ir.Constant(_V8, [128] * 8)
         a = builder.add(builder.fptosi(builder.load(builder.gep(a_p, [i]), align=4), _V8), c128)
         b = builder.add(builder.fptosi(builder.load(builder.gep(b_p, [i]), align=4), _V8), c128)
-        idx = builder.add(builder.mul(a, ir.Constant(_V8, [256] * 8)), b)
-        every = builder.bitcast(ir.Constant(_V8, [-1] * 8), _VF)  # gather mask: all lanes
-        v = builder.call(gather, [ir.Constant(_VF, None), t_p, idx, every, ir.Constant(_I8, 4)])
+        v = _gather(builder, t_p, builder.add(builder.mul(a, ir.Constant(_V8, [256] * 8)), b))
         builder.store(v, builder.gep(o_p, [i]), align=4)
         _loop_close(builder, i, n_v, loop, done)
         return context.get_dummy_value()
@@ -167,44 +171,62 @@ def lookup2(a, b, tab, out):  # pragma: no cover - jitted
             out[i] = tab[(np.int32(a[i]) + 128) * 256 + np.int32(b[i]) + 128]
 
 
-@intrinsic
-def _requant8(typingctx, acc_ptr, q_ptr, n, out_ptr, n8, zo, lo, hi):  # pragma: no cover - compiled by numba
-    """out[i] = float(clamp(RDivByPOT(SRDHM(acc[i] + bias[i], m[i]), e[i]) + zo, lo, hi)) for
-    i < 8 * n8: TFLite's double-rounding MultiplyByQuantizedMultiplier (shift <= 0) in int32 /
-    int64 vector arithmetic, eight at a time. acc int32; q int32 (3, n): bias, m, e = -shift
-    rows; out float32. SRDHM(x, m) = floor((x*m + 2^30) / 2^31) (TFLite's truncating form with
-    its sign-dependent nudge, rewritten); RoundingDivideByPOT rounds half away from zero."""
-    sig = types.void(types.uintp, types.uintp, types.intp, types.uintp, types.intp, types.int32, types.int32,
-                     types.int32)
+def _make_requant8(fused_add: bool) -> Any:
+    """The int32 vector epilogue; ``fused_add``: followed by a two-operand table op (ADD) of the
+    output code and another tensor's code (see _requant8 / _requant8_add)."""
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        a_i, q_i, n_v, o_i, n8_v, zo_v, lo_v, hi_v = args
-        v8p = _V8.as_pointer()
-        v64 = ir.VectorType(_I64, 8)
-        a_p, o_p = builder.inttoptr(a_i, v8p), builder.inttoptr(o_i, _VF.as_pointer())
-        q_p = builder.inttoptr(q_i, _I32.as_pointer())
-        rows = [builder.bitcast(builder.gep(q_p, [builder.mul(n_v, ir.Constant(_I64, k))]), v8p) for k in range(3)]
+    @intrinsic
+    def requant8(typingctx, acc_ptr, q_ptr, n, out_ptr, n8, zo, lo, hi, tab_ptr, s_ptr):  # pragma: no cover
+        """out[i] = float(clamp(RDivByPOT(SRDHM(acc[i] + bias[i], m[i]), e[i]) + zo, lo, hi)) for
+        i < 8 * n8: TFLite's double-rounding MultiplyByQuantizedMultiplier (shift <= 0) in int32 /
+        int64 vector arithmetic, eight at a time. acc int32; q int32 (3, n): bias, m, e = -shift
+        rows; out float32. SRDHM(x, m) = floor((x*m + 2^30) / 2^31) (TFLite's truncating form with
+        its sign-dependent nudge, rewritten); RoundingDivideByPOT rounds half away from zero.
+        With the fused ADD: out[i] = tab[(code + 128) * 256 + s[i] + 128] (s float32 codes, tab
+        float32 (65536,)), the code itself never stored."""
+        sig = types.void(types.uintp, types.uintp, types.intp, types.uintp, types.intp, types.int32, types.int32,
+                         types.int32, types.uintp, types.uintp)
 
-        zo8, lo8, hi8 = _splat(builder, zo_v), _splat(builder, lo_v), _splat(builder, hi_v)
-        one, zero = ir.Constant(_V8, [1] * 8), ir.Constant(_V8, [0] * 8)
-        _, loop, done, i = _loop_open(builder, n8_v, "rq")
-        bias, m, e = (builder.load(builder.gep(r, [i]), align=4) for r in rows)
-        x = builder.add(builder.load(builder.gep(a_p, [i]), align=4), bias)
-        p = builder.mul(builder.sext(x, v64), builder.sext(m, v64))  # vpmuldq
-        p = builder.add(p, ir.Constant(v64, [1 << 30] * 8))
-        r = builder.trunc(builder.lshr(p, ir.Constant(v64, [31] * 8)), _V8)  # bits 31..62: the floor
-        mask = builder.sub(builder.shl(one, e), one)
-        neg = builder.zext(builder.icmp_signed("<", r, zero), _V8)
-        thr = builder.add(builder.lshr(mask, one), neg)
-        up = builder.zext(builder.icmp_signed(">", builder.and_(r, mask), thr), _V8)
-        v = builder.add(builder.add(builder.ashr(r, e), up), zo8)
-        v = builder.select(builder.icmp_signed("<", v, lo8), lo8, v)
-        v = builder.select(builder.icmp_signed(">", v, hi8), hi8, v)
-        builder.store(builder.sitofp(v, _VF), builder.gep(o_p, [i]), align=4)
-        _loop_close(builder, i, n8_v, loop, done)
-        return context.get_dummy_value()
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            a_i, q_i, n_v, o_i, n8_v, zo_v, lo_v, hi_v, t_i, s_i = args
+            v8p = _V8.as_pointer()
+            v64 = ir.VectorType(_I64, 8)
+            a_p, o_p = builder.inttoptr(a_i, v8p), builder.inttoptr(o_i, _VF.as_pointer())
+            q_p = builder.inttoptr(q_i, _I32.as_pointer())
+            s_p, t_p = builder.inttoptr(s_i, _VF.as_pointer()), builder.inttoptr(t_i, _I8.as_pointer())
+            rows = [builder.bitcast(builder.gep(q_p, [builder.mul(n_v, ir.Constant(_I64, k))]), v8p) for k in range(3)]
+            zo8, lo8, hi8 = _splat(builder, zo_v), _splat(builder, lo_v), _splat(builder, hi_v)
+            one, zero = ir.Constant(_V8, [1] * 8), ir.Constant(_V8, [0] * 8)
+            c128 = ir.Constant(_V8, [128] * 8)
+            _, loop, done, i = _loop_open(builder, n8_v, "rq")
+            bias, m, e = (builder.load(builder.gep(r, [i]), align=4) for r in rows)
+            x = builder.add(builder.load(builder.gep(a_p, [i]), align=4), bias)
+            p = builder.mul(builder.sext(x, v64), builder.sext(m, v64))  # vpmuldq
+            p = builder.add(p, ir.Constant(v64, [1 << 30] * 8))
+            r = builder.trunc(builder.lshr(p, ir.Constant(v64, [31] * 8)), _V8)  # bits 31..62: the floor
+            mask = builder.sub(builder.shl(one, e), one)
+            neg = builder.zext(builder.icmp_signed("<", r, zero), _V8)
+            thr = builder.add(builder.lshr(mask, one), neg)
+            up = builder.zext(builder.icmp_signed(">", builder.and_(r, mask), thr), _V8)
+            v = builder.add(builder.add(builder.ashr(r, e), up), zo8)
+            v = builder.select(builder.icmp_signed("<", v, lo8), lo8, v)
+            v = builder.select(builder.icmp_signed(">", v, hi8), hi8, v)
+            if fused_add:
+                other = builder.add(builder.fptosi(builder.load(builder.gep(s_p, [i]), align=4), _V8), c128)
+                row = builder.mul(builder.add(v, c128), ir.Constant(_V8, [256] * 8))
+                f = _gather(builder, t_p, builder.add(row, other))
+            else:
+                f = builder.sitofp(v, _VF)
+            builder.store(f, builder.gep(o_p, [i]), align=4)
+            _loop_close(builder, i, n8_v, loop, done)
+            return context.get_dummy_value()
 
-    return sig, codegen
+        return sig, codegen
+
+    return requant8
+
+
+_requant8, _requant8_add = _make_requant8(False), _make_requant8(True)
 
 
 def int_requant_rows(bias: np.ndarray, m: np.ndarray, shift: np.ndarray, wo: int) -> np.ndarray | None:
@@ -238,7 +260,7 @@ def tap_offsets(kh: int, kw: int, c2: int, width: int) -> np.ndarray:
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def conv_rows(x, za, top, left, kh, sh, sw, width, cpad, wp, offs, co_n, bias, bias_f, m, s, mh, ml, hh, n2, sc,
-              tiles, qi, use_f64, zo, lo, hi, single, out):  # pragma: no cover - jitted
+              tiles, qi, use_f64, zo, lo, hi, single, tab, other, out):  # pragma: no cover - jitted
     """out (N, Ho, Wo, Co) float32 codes of the convolution of the codes x (N, H, W, C) float32
     (zero point ``za``, padded by ``top`` / ``left`` and the zero point's 0 up to Ho, Wo) with
     pack_weights' wp (``offs``: tap_offsets for ``width`` pixels of ``cpad`` channels, width >=
@@ -249,6 +271,8 @@ def conv_rows(x, za, top, left, kh, sh, sw, width, cpad, wp, offs, co_n, bias, b
     row's pixels (one vectorised epilogue loop per output row; short channel loops cost more in
     set-up than in work), or (6, 0) for the per-pixel loop. ``qi`` (3, Wo*Co): int_requant_rows'
     constants, the int32 vector epilogue (_requant8) used instead where given (else (3, 0)).
+    ``other`` (N, Ho, Wo, Co) float32 codes (else empty) with ``tab`` (65536,): the ADD that
+    consumes this layer's output, fused into the vector epilogue (out = the ADD's codes).
 
     Per output row, its kh input rows are centred into a small int16 buffer (zero-point padding
     = 0, channels paired) that the micro-kernel reads from cache."""
@@ -265,7 +289,8 @@ def conv_rows(x, za, top, left, kh, sh, sw, width, cpad, wp, offs, co_n, bias, b
     w0, f0 = wp.ctypes.data, offs.ctypes.data
     flat = use_f64 and co_n == co_pad and tiles.shape[1] == wo * co_n
     vec = (not single) and co_n == co_pad and qi.shape[1] == wo * co_n
-    q0, o0 = qi.ctypes.data, out.ctypes.data
+    q0, o0, t0, s0 = qi.ctypes.data, out.ctypes.data, tab.ctypes.data, other.ctypes.data
+    fused = other.size > 0
     for ch in prange(chunks):
         acc = np.empty((wo_pad, co_pad), dtype=np.int32)
         buf = np.zeros((kh, width, cpad), dtype=np.int16)  # padding columns and channel stay 0
@@ -292,8 +317,13 @@ def conv_rows(x, za, top, left, kh, sh, sw, width, cpad, wp, offs, co_n, bias, b
                     _mk4x16(b0 + m0 * sw * c2 * 4, sw * c2, f0, w0 + b * k2 * COLS * 4, k2,
                             a0 + (m0 * co_pad + b * COLS) * 4, co_pad)
             if vec:
-                _requant8(a0, q0, wo * co_n, o0 + t * wo * co_n * 4, wo * co_n // 8, np.int32(zo), np.int32(lo),
-                          np.int32(hi))
+                row = t * wo * co_n * 4
+                if fused:
+                    _requant8_add(a0, q0, wo * co_n, o0 + row, wo * co_n // 8, np.int32(zo), np.int32(lo),
+                                  np.int32(hi), t0, s0 + row)
+                else:
+                    _requant8(a0, q0, wo * co_n, o0 + row, wo * co_n // 8, np.int32(zo), np.int32(lo), np.int32(hi),
+                              t0, s0)
                 continue
             orow = out[n, oy]
             if flat:  # one loop over the row's (pixel, channel) pairs, per-channel constants tiled

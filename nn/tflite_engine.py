@@ -242,6 +242,30 @@ class TfliteEngine:
                 self.misc[name] = _mean_params(bundle, n)
             elif op not in ("input", "tfl_pad", "tfl_reshape"):
                 raise AxlabError(f"node {name}: op {op} is not a TFLite-import op")
+        self.fused = self._fuse_plan() if backend == "numba" else {}
+
+    def _fuse_plan(self) -> dict[str, tuple[str, str, np.ndarray]]:
+        """numba backend: layer -> (ADD, the ADD's other input, table) for each ADD whose one
+        input is a layer read by nothing else and able to fuse it (nn.tflite_fast.IntConv), the
+        other input computed before that layer, both of one shape: the layer then writes the
+        ADD's codes directly (used by ``logits``; ``tensors`` needs every node and runs unfused)."""
+        g = self.bundle.graph
+        order = {n["name"]: k for k, n in enumerate(g.nodes)}
+        readers: dict[str, int] = {}
+        for n in g.nodes:
+            for i in n["inputs"]:
+                readers[i] = readers.get(i, 0) + 1
+        plan: dict[str, tuple[str, str, np.ndarray]] = {}
+        for n in g.nodes:
+            if n["op"] != "tfl_add" or len(n["inputs"]) != 2:
+                continue
+            for j, (mine, other) in enumerate((n["inputs"], n["inputs"][::-1])):
+                if (getattr(self.fast.get(mine), "fuses_add", False) and readers.get(mine) == 1
+                        and order[other] < order[mine] and self.shapes[mine] == self.shapes[other]):
+                    tab = self.add_tab[n["name"]].reshape(256, 256)
+                    plan[mine] = (n["name"], other, np.ascontiguousarray(tab if j == 0 else tab.T).reshape(-1))
+                    break
+        return plan
 
     @staticmethod
     def check(bundle: ModelBundle) -> None:
@@ -272,10 +296,12 @@ class TfliteEngine:
         return torch.from_numpy(np.ascontiguousarray(x)).to(torch.int64) - 128
 
     @torch.no_grad()
-    def run_all(self, x: np.ndarray) -> dict[str, torch.Tensor]:
-        """Every node's codes (int64, internal layout) for uint8 images (N, C, H, W)."""
+    def run_all(self, x: np.ndarray, fuse: bool = False) -> dict[str, torch.Tensor]:
+        """Every node's codes (int64, internal layout) for uint8 images (N, C, H, W); ``fuse``
+        (numba backend): layers may write the ADD that follows them directly (_fuse_plan), their
+        own outputs then missing from the result."""
         if self.backend == "numba":
-            return self._run_fast(x)
+            return self._run_fast(x, fuse)
         g, qp = self.bundle.graph, self.bundle.qparams
         vals: dict[str, torch.Tensor] = {}
         for n in g.nodes:
@@ -323,7 +349,7 @@ class TfliteEngine:
             vals[name] = y
         return vals
 
-    def _run_fast(self, x: np.ndarray) -> dict[str, torch.Tensor]:
+    def _run_fast(self, x: np.ndarray, fuse: bool) -> dict[str, torch.Tensor]:
         """run_all of the numba backend: codes as float32 (4-D: channels_last memory), conv /
         depthwise / dense through nn.tflite_fast, ADD by a numba kernel; the other (small or
         rare) ops run the torch reference on int64 copies. Same values as the torch backend."""
@@ -334,6 +360,8 @@ class TfliteEngine:
         vals: dict[str, torch.Tensor] = {}
         for n in g.nodes:
             op, name = n["op"], n["name"]
+            if name in vals:  # an ADD already written by the fused layer before it
+                continue
             ins = [vals[i] for i in n["inputs"]]
             if op == "input":
                 xi = np.ascontiguousarray(np.asarray(x).transpose(0, 2, 3, 1)).astype(np.float32) - np.float32(128)
@@ -342,6 +370,11 @@ class TfliteEngine:
                 xi = ins[0]
                 if op == "tfl_fc":
                     xi = _to_tfl(xi).reshape(xi.shape[0], -1, 1, 1)
+                plan = self.fused.get(name) if fuse else None
+                if plan is not None:  # this layer's codes go straight into the ADD that reads them
+                    add, other, tab = plan
+                    vals[add] = self.fast[name](xi, add=(tab, as_cl(vals[other])))
+                    continue
                 y = self.fast[name](xi)
             elif op == "tfl_add":
                 a, b = as_cl(ins[0]), as_cl(ins[1])
@@ -400,7 +433,7 @@ class TfliteEngine:
         outs = []
         rng = range(0, len(x), batch)
         for i in tqdm(rng, desc="eval", unit="batch", leave=False, disable=not progress or len(rng) < 2):
-            outs.append(self.run_all(x[i:i + batch])[self.bundle.graph.output].numpy().astype(np.int32))
+            outs.append(self.run_all(x[i:i + batch], fuse=True)[self.bundle.graph.output].numpy().astype(np.int32))
         if not outs:
             return np.zeros((0, self.bundle.num_classes), dtype=np.int32)
         return np.concatenate(outs).reshape(len(x), -1)

@@ -188,6 +188,9 @@ class ExactConv(_Base):
         return self.finish(y, corr, int(y.shape[2] * y.shape[3]))
 
 
+_NONE = np.zeros((0, 0, 0, 0), dtype=np.float32)  # "no fused ADD" for IntConv
+
+
 class IntConv(_Base):
     """The QNN's MAC of a conv / dense layer (groups 1) as an exact int32 convolution on AVX2
     (nn.kernels_avx2): centred int16 operands, zero-point padding for free, the requantisation
@@ -219,11 +222,22 @@ class IntConv(_Base):
             offs = self.P.tap_offsets(self.kh, self.kw, (c + 1) // 2, width)
             flat = self.f64 is not None and self.co % self.P.COLS == 0
             tiles = np.stack([np.tile(v, wo) for v in (self.bias_f, *self.f64_or_0)]) if flat else np.zeros((6, 0))
-            qi = None if self.L.single or self.co % self.P.COLS else self.P.int_requant_rows(self.bq, self.m, self.s, wo)
-            g = self._geo[key] = (offs, np.ascontiguousarray(tiles), qi if qi is not None else np.zeros((3, 0), np.int32))
+            qi = None
+            if not self.L.single and self.co % self.P.COLS == 0:
+                qi = self.P.int_requant_rows(self.bq, self.m, self.s, wo)
+            g = (offs, np.ascontiguousarray(tiles), qi if qi is not None else np.zeros((3, 0), np.int32))
+            self._geo[key] = g
         return g
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def fuses_add(self) -> bool:
+        """Whether ``__call__(x, add=...)`` can fuse a following ADD (the int32 vector epilogue)."""
+        return not self.dense and not self.L.single and self.co % self.P.COLS == 0 and \
+            self.P.int_requant_rows(self.bq, self.m, self.s, 1) is not None
+
+    def __call__(self, x: torch.Tensor, add: tuple[np.ndarray, torch.Tensor] | None = None) -> torch.Tensor:
+        """Output codes of the layer; ``add`` = (table (65536,) float32 indexed by (this layer's
+        code + 128) * 256 + other code + 128, the other operand's codes): the ADD's codes instead."""
         L = self.L
         if self.dense:
             xa = x.reshape(1, 1, x.shape[0], -1).contiguous().numpy()
@@ -239,9 +253,12 @@ class IntConv(_Base):
         offs, tiles, qi = self._geometry(width, c, wo)
         out = np.empty((n, ho, wo, self.co), dtype=np.float32)
         use_f64 = self.f64 is not None
+        tab, other = (add[0], nhwc(add[1])) if add is not None else (_NONE, _NONE)
+        if add is not None and (not self.fuses_add or other.shape != out.shape):
+            raise ValueError(f"layer {L.name}: cannot fuse this ADD")  # the engine's plan asks only where it can
         self.P.conv_rows(xa, np.float32(L.za), t, l, self.kh, sh, sw, width, c + c % 2, self.wp, offs, self.co,
                          self.bq, self.bias_f, self.m, self.s, *self.f64_or_0, tiles, qi, use_f64, float(L.zo),
-                         float(L.lo), float(L.hi), bool(L.single), out)
+                         float(L.lo), float(L.hi), bool(L.single), tab, other, out)
         if self.dense:
             return torch.from_numpy(out.reshape(-1, self.co))
         return torch.from_numpy(out).permute(0, 3, 1, 2)

@@ -124,7 +124,7 @@ def test_int32_vector_requantisation_on_edge_cases() -> None:
     @njit
     def run(acc, q, out, zo, lo, hi):  # pragma: no cover - jitted
         kernels_avx2._requant8(acc.ctypes.data, q.ctypes.data, acc.size, out.ctypes.data, acc.size // 8,
-                               np.int32(zo), np.int32(lo), np.int32(hi))
+                               np.int32(zo), np.int32(lo), np.int32(hi), out.ctypes.data, out.ctypes.data)
 
     rng = np.random.default_rng(8)
     n = 8 * 512
@@ -147,3 +147,45 @@ def test_int32_vector_requantisation_on_edge_cases() -> None:
         # both sides through float32 (the kernel's output type; exact for the clamped codes)
         assert np.array_equal(out, want.numpy().astype(np.float32)), (zo, lo, hi)
     assert len(np.unique(out)) > 50
+
+
+@needs_avx2
+def test_fused_add_equals_layer_then_lookup() -> None:
+    """IntConv(x, add=(table, other)) equals the layer's codes looked up with the other operand,
+    over the whole tensor (the ADD fused into the int32 vector epilogue)."""
+    rng = np.random.default_rng(9)
+    L = _layer(rng, 32, 16, (3, 3), (1, 1), [1, 1, 1, 1], -128, -5)
+    ic = IntConv(L)
+    assert ic.fuses_add
+    x = torch.from_numpy(rng.integers(-128, 128, (3, 16, 6, 9)).astype(np.float32)).contiguous(
+        memory_format=torch.channels_last)
+    other = torch.from_numpy(rng.integers(-128, 128, (3, 32, 6, 9)).astype(np.float32)).contiguous(
+        memory_format=torch.channels_last)
+    tab = rng.integers(-128, 128, 65536).astype(np.float32)
+    plain = ic(x)
+    want = np.empty(plain.numel(), dtype=np.float32)
+    tflite_kernels.lookup2(plain.permute(0, 2, 3, 1).reshape(-1).numpy(), other.permute(0, 2, 3, 1).reshape(-1).numpy(),
+                           tab, want)
+    got = ic(x, add=(tab, other))
+    assert np.array_equal(got.permute(0, 2, 3, 1).reshape(-1).numpy(), want)
+    with pytest.raises(ValueError):
+        IntConv(_layer(rng, 10, 4, (3, 3), (1, 1), [1, 1, 1, 1], 0, 0))(x[:, :4], add=(tab, other))
+
+
+@needs_avx2
+def test_engine_fuses_resnet_adds_and_keeps_logits() -> None:
+    """On the MLPerf ResNet8 the numba engine fuses its three residual ADDs into the layers before
+    them and its logits still equal the torch reference (tensors() runs unfused: every node)."""
+    from nn.tflite_engine import TfliteEngine
+    from nn.tflite_import import import_tflite
+    from tests.hwsim_util import REPO
+
+    path = REPO.parent / "shared" / "models" / "mlperf-tiny" / "pretrainedResnet_quant.tflite"
+    if not path.exists():
+        pytest.skip("../shared/models absent")
+    bundle = import_tflite(path)
+    fast, ref = TfliteEngine(bundle, backend="numba"), TfliteEngine(bundle, backend="torch")
+    assert sorted(a for a, _, _ in fast.fused.values()) == ["003_add", "007_add", "011_add"]
+    x = np.random.default_rng(10).integers(0, 256, (40, 3, 32, 32), dtype=np.uint8)
+    assert np.array_equal(fast.logits(x, batch=16), ref.logits(x, batch=16))
+    assert set(fast.tensors(x[:2])) == set(ref.tensors(x[:2]))
