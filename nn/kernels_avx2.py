@@ -6,7 +6,7 @@ Convolution.
 ``vpmaddwd`` multiplies sixteen int16 pairs and adds adjacent products into eight int32 lanes
 without saturation for our operands (|activation - zero point| <= 255, |weight| <= 128), so
 every accumulator is the exact int32 sum that TFLite's reference kernel forms. One output row
-of one image at a time: its input rows are centred into a small int16 buffer (padding = the zero
+of one image at a time: the image is centred into a per-thread int16 buffer (padding = the zero
 point's 0, channels paired), a 4-pixel x 16-channel micro-kernel written in LLVM IR
 (``_mk4x16``; numba has no vector types) runs over every (tap, channel pair) with its
 accumulators in registers and stores the row's int32 sums; then a fused TFLite epilogue
@@ -274,8 +274,8 @@ def conv_rows(x, za, top, left, kh, sh, sw, width, cpad, wp, offs, co_n, bias, b
     ``other`` (N, Ho, Wo, Co) float32 codes (else empty) with ``tab`` (65536,): the ADD that
     consumes this layer's output, fused into the vector epilogue (out = the ADD's codes).
 
-    Per output row, its kh input rows are centred into a small int16 buffer (zero-point padding
-    = 0, channels paired) that the micro-kernel reads from cache."""
+    Each image's input is centred once into a per-thread int16 buffer (zero-point padding = 0,
+    channels paired) that the micro-kernel then reads from cache for all its output rows."""
     n_img, h, w, c = x.shape
     ho, wo = out.shape[1], out.shape[2]
     nb = wp.shape[0]
@@ -291,30 +291,32 @@ def conv_rows(x, za, top, left, kh, sh, sw, width, cpad, wp, offs, co_n, bias, b
     vec = (not single) and co_n == co_pad and qi.shape[1] == wo * co_n
     q0, o0, t0, s0 = qi.ctypes.data, out.ctypes.data, tab.ctypes.data, other.ctypes.data
     fused = other.size > 0
+    hb = (ho - 1) * sh + kh  # padded input rows the output rows read
     for ch in prange(chunks):
         acc = np.empty((wo_pad, co_pad), dtype=np.int32)
-        buf = np.zeros((kh, width, cpad), dtype=np.int16)  # padding columns and channel stay 0
+        buf = np.zeros((hb, width, cpad), dtype=np.int16)  # padding rows, columns and channel stay 0
         a0, b0 = acc.ctypes.data, buf.ctypes.data
+        cur = -1
         for t in range(ch * rows // chunks, (ch + 1) * rows // chunks):
             n = t // ho
             oy = t - n * ho
-            for dy in range(kh):
-                iy = oy * sh + dy - top
-                brow = buf[dy]
-                if iy < 0 or iy >= h:
-                    brow[:] = 0
-                elif cpad == c:
-                    dst = brow.reshape(-1)[left * c:(left + w) * c]
-                    src = x[n, iy].reshape(-1)
-                    for i in range(w * c):
-                        dst[i] = np.int16(src[i] - za)
-                else:
-                    for ix in range(w):
-                        for cc in range(c):
-                            brow[left + ix, cc] = np.int16(x[n, iy, ix, cc] - za)
+            if n != cur:  # this image's rows, centred into the buffer once for all its output rows
+                cur = n
+                for iy in range(max(0, -top), min(h, hb - top)):
+                    brow = buf[iy + top]
+                    if cpad == c:
+                        dst = brow.reshape(-1)[left * c:(left + w) * c]
+                        src = x[n, iy].reshape(-1)
+                        for i in range(w * c):
+                            dst[i] = np.int16(src[i] - za)
+                    else:
+                        for ix in range(w):
+                            for cc in range(c):
+                                brow[left + ix, cc] = np.int16(x[n, iy, ix, cc] - za)
+            base = b0 + oy * sh * width * c2 * 4
             for m0 in range(0, wo, ROWS):
                 for b in range(nb):
-                    _mk4x16(b0 + m0 * sw * c2 * 4, sw * c2, f0, w0 + b * k2 * COLS * 4, k2,
+                    _mk4x16(base + m0 * sw * c2 * 4, sw * c2, f0, w0 + b * k2 * COLS * 4, k2,
                             a0 + (m0 * co_pad + b * COLS) * 4, co_pad)
             if vec:
                 row = t * wo * co_n * 4
