@@ -364,7 +364,9 @@ class TfliteEngine:
                 continue
             ins = [vals[i] for i in n["inputs"]]
             if op == "input":
-                xi = np.ascontiguousarray(np.asarray(x).transpose(0, 2, 3, 1)).astype(np.float32) - np.float32(128)
+                xu = np.ascontiguousarray(x, dtype=np.uint8)
+                xi = np.empty((xu.shape[0], xu.shape[2], xu.shape[3], xu.shape[1]), dtype=np.float32)
+                tflite_kernels.input_codes(xu, xi)
                 y = torch.from_numpy(xi).permute(0, 3, 1, 2)
             elif op in TFL_LAYERS:
                 xi = ins[0]

@@ -212,6 +212,19 @@ def pool_nhwc(x, kh, kw, sh, sw, top, left, is_max, lo, hi, out):  # pragma: no 
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+def input_codes(x, out):  # pragma: no cover - jitted
+    """uint8 images x (N, C, H, W) -> out (N, H, W, C) float32 int8 codes (pixel - 128)."""
+    n_img, c, h, w = x.shape
+    for t in prange(n_img * h):
+        n = t // h
+        yy = t - n * h
+        for xx in range(w):
+            o = out[n, yy, xx]
+            for ch in range(c):
+                o[ch] = np.float32(x[n, ch, yy, xx]) - np.float32(128.0)
+
+
+@njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def pad_nhwc(x, top, left, val, out):  # pragma: no cover - jitted
     """out (N, Hp, Wp, C) = x (N, H, W, C) placed at (top, left), ``val`` elsewhere."""
     n_img, h, w, c = x.shape

@@ -17,6 +17,8 @@ where C++ truncates), so the results are bit-identical to the reference kernels:
 """
 from __future__ import annotations
 
+import functools
+
 import math
 
 import numpy as np
@@ -175,14 +177,22 @@ def _one_over_one_plus_x(a: torch.Tensor) -> torch.Tensor:
     return _sat_mul_pot(x, 1)
 
 
+@functools.lru_cache(maxsize=64)
+def softmax_exp_table(mult: int, left: int, diff_min: int) -> torch.Tensor:
+    """int64 (256,): entry d = exp_on_negative_values(MultiplyByQuantizedMultiplierGreaterThanOne(-d))
+    in Q0.31 for the input difference -d (d = max code - code, 0..255), 0 where -d < diff_min:
+    the elementwise part of softmax_int8, evaluated once per possible difference."""
+    diff = -torch.arange(256, dtype=torch.int64)
+    e = exp_on_negative_values(mbqm(diff, int(mult), int(left)))
+    return torch.where(diff >= int(diff_min), e, torch.zeros_like(e))
+
+
 def softmax_int8(x: torch.Tensor, mult: int, left: int, diff_min: int) -> torch.Tensor:
     """reference_ops::Softmax for int8 in / int8 out over the last axis; x int64 codes."""
     mx = x.max(dim=-1, keepdim=True).values
     diff = x - mx
     keep = diff >= diff_min
-    scaled = mbqm(diff, mult, left)  # MultiplyByQuantizedMultiplierGreaterThanOne
-    e = exp_on_negative_values(scaled)  # Q0.31
-    e = torch.where(keep, e, torch.zeros_like(e))
+    e = softmax_exp_table(int(mult), int(left), int(diff_min))[-diff]  # Q0.31, 0 where not kept
     total = wrap32(rdbpot(e, ACCUM_INT_BITS).sum(dim=-1, keepdim=True))  # Q12.19
     # GetReciprocal: normalise the sum to [1, 2), 1/(1+x) in Q0.31, count the bits over one
     t = total.to(torch.int64)

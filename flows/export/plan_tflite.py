@@ -194,15 +194,10 @@ def plan_tflite(bundle: Any, engine: Any, lanes: int, softmax: bool = True
 def softmax_table(mult: int, left: int, diff_min: int) -> np.ndarray:
     """The exp ROM of a SOFTMAX node (256 int32, Q0.31): entry d = exp of the scaled input
     difference -d (d = max code - code), 0 where -d < diff_min; computed with nn.tflite_ops'
-    own functions, the ones its softmax_int8 applies per element."""
-    import torch
+    own table (nn.tflite_ops.softmax_exp_table), the one its softmax_int8 gathers from."""
+    from nn.tflite_ops import softmax_exp_table
 
-    from nn.tflite_ops import exp_on_negative_values, mbqm
-
-    diff = -torch.arange(256, dtype=torch.int64)
-    e = exp_on_negative_values(mbqm(diff, int(mult), int(left)))
-    e = torch.where(diff >= int(diff_min), e, torch.zeros_like(e))
-    out = e.numpy().astype(np.int64)
+    out = softmax_exp_table(int(mult), int(left), int(diff_min)).numpy().astype(np.int64)
     if out.min() < 0 or out.max() >= 2**31:
         raise AxlabError(f"softmax exp table out of range [{out.min()}, {out.max()}]")
     return out
