@@ -11,7 +11,8 @@ Contenders, all on the same images:
     loop's before it is used.
   * axlab's QNN (``impl q``) and the AxNN with each multiplier in every layer (``impl ax``,
     default: the 13 EvoApprox mul8s netlists of ../shared/evoapprox/mul8s), numba backend,
-    numba threads = ``--threads``, batch ``--batch``, exact path auto. Each is run once
+    numba threads = ``--threads``, batch ``--batch`` (default: all the images in one call, as
+    LiteRT's batched call takes them), exact path auto. Each is run once
     untimed first (numba compilation, per-layer path choice).
 
 Every axlab run is timed between two LiteRT runs (LiteRT, impl, LiteRT, impl, ...) and its ratio
@@ -22,7 +23,7 @@ mean of the AxNN ratios (goal >= 0.25), and the share of the QNN's time spent in
 dense layers with their images/s alone (what the rest of the QNN costs besides them). The
 machine may be shared: quote figures from a quiet machine, with the load average this prints.
 
-    python bench/tflite_throughput.py [--images 512] [--repeats 3] [--threads 2] [--batch 256]
+    python bench/tflite_throughput.py [--images 512] [--repeats 3] [--threads 2] [--batch N]
                                       [--multipliers a,b,...] [--quick]
 
 The process runs with ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it (torch's and
@@ -112,12 +113,14 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="LiteRT num_threads and numba threads")
-    ap.add_argument("--batch", type=int, default=256, help="axlab batch size")
+    ap.add_argument("--batch", type=int, default=None, help="axlab batch size (default: --images, one call)")
     ap.add_argument("--multipliers", default=None, help="comma-separated netlists/LUTs (default: the 13 mul8s)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 64 images, 1 repeat, 3 multipliers")
     args = ap.parse_args()
     if args.quick:
         args.images, args.repeats = 64, 1
+    if args.batch is None:
+        args.batch = args.images
     if min(args.images, args.repeats, args.threads, args.batch) < 1:
         print("--images, --repeats, --threads and --batch must be >= 1", file=sys.stderr)
         return 2
