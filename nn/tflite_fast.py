@@ -5,7 +5,9 @@ Activations are int8 codes held in float32 tensors, logical NCHW with NHWC memor
 numba epilogues (nn.tflite_kernels) see plain (pixels, channels) rows. Every path is exact and
 gives the same tensors as the torch reference (``_Layer.mac`` + ``requant``):
 
-* ``ExactConv`` (QNN): a float convolution of the *raw* codes (|code| <= 128, so every partial
+* ``IntConv`` (QNN on an AVX2 host; nn.tflite_intconv): an exact int32 convolution with the
+  requantisation (and a following ADD) fused.
+* ``ExactConv`` (QNN elsewhere): a float convolution of the *raw* codes (|code| <= 128, so every partial
   sum is an integer below 128 * sum|w| < 2^24: float32 exact; float64 otherwise) with zero
   padding; the zero point enters as a per-pixel, per-channel integer correction
   ``bias - za * (sum of the weights over the taps inside the image)``, added in int64 by the
@@ -188,95 +190,6 @@ class ExactConv(_Base):
         return self.finish(y, corr, int(y.shape[2] * y.shape[3]))
 
 
-_NONE = np.zeros((0, 0, 0, 0), dtype=np.float32)  # "no fused ADD" for IntConv
-
-
-class IntConv(_Base):
-    """The QNN's MAC of a conv / dense layer (groups 1) as an exact int32 convolution on AVX2
-    (nn.kernels_avx2): centred int16 operands, zero-point padding for free, the requantisation
-    fused; no float convolution, no correction table. A dense layer runs as a 1x1 convolution
-    over a (1, 1, N) image of the batch."""
-
-    def __init__(self, L: Any) -> None:
-        from nn import kernels_avx2 as P
-
-        super().__init__(L)
-        self.P = P
-        self.bq = L.bq.numpy().astype(np.int64)
-        bound = int(np.abs(self.w4).reshape(self.co, -1).sum(1).max()) * 255 + int(np.abs(self.bq).max())
-        if int(L.groups) != 1 or bound >= 2**31 or np.abs(self.w).max() > 128:
-            raise AxlabError(f"layer {L.name}: no exact int32 pmaddwd form")
-        self.wp = P.pack_weights(self.w4)
-        self.use_bound(bound)
-        self.bias_f = self.bq.astype(np.float64)
-        self.f64_or_0 = self.f64 if self.f64 is not None else tuple(np.zeros(self.co) for _ in range(5))
-        self._geo: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self.kind = "exact int16 pmaddwd conv"
-
-    def _geometry(self, width: int, c: int, wo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(tap offsets for an input ``width`` pixels wide, float64 and int32 epilogue constants
-        tiled over ``wo`` pixels), cached per shape."""
-        key = (width, c, wo)
-        g = self._geo.get(key)
-        if g is None:
-            offs = self.P.tap_offsets(self.kh, self.kw, (c + 1) // 2, width)
-            flat = self.f64 is not None and self.co % self.P.COLS == 0
-            tiles = np.stack([np.tile(v, wo) for v in (self.bias_f, *self.f64_or_0)]) if flat else np.zeros((6, 0))
-            qi = None
-            if not self.L.single and self.co % self.P.COLS == 0:
-                qi = self.P.int_requant_rows(self.bq, self.m, self.s, wo)
-            g = (offs, np.ascontiguousarray(tiles), qi if qi is not None else np.zeros((3, 0), np.int32))
-            self._geo[key] = g
-        return g
-
-    @property
-    def fuses_add(self) -> bool:
-        """Whether ``__call__(x, add=...)`` can fuse a following ADD (the int32 vector epilogue)."""
-        return not self.dense and not self.L.single and self.co % self.P.COLS == 0 and \
-            self.P.int_requant_rows(self.bq, self.m, self.s, 1) is not None
-
-    def __call__(self, x: torch.Tensor, add: tuple[np.ndarray, torch.Tensor] | None = None) -> torch.Tensor:
-        """Output codes of the layer; ``add`` = (table (65536,) float32 indexed by (this layer's
-        code + 128) * 256 + other code + 128, the other operand's codes): the ADD's codes instead."""
-        L = self.L
-        if self.dense:
-            xa = x.reshape(1, 1, x.shape[0], -1).contiguous().numpy()
-            t = b = l = r = 0
-        else:
-            xa = nhwc(x)
-            t, b, l, r = self.pad4
-        n, h, w, c = xa.shape
-        sh, sw = (1, 1) if self.dense else self.stride
-        ho, wo = (h + t + b - self.kh) // sh + 1, (w + l + r - self.kw) // sw + 1
-        # channels paired (even count); columns for the micro-kernel's last 4-pixel group
-        width = max(w + l + r, (-(-wo // self.P.ROWS) * self.P.ROWS - 1) * sw + self.kw)
-        offs, tiles, qi = self._geometry(width, c, wo)
-        out = np.empty((n, ho, wo, self.co), dtype=np.float32)
-        use_f64 = self.f64 is not None
-        tab, other = (add[0], nhwc(add[1])) if add is not None else (_NONE, _NONE)
-        if add is not None and (not self.fuses_add or other.shape != out.shape):
-            raise ValueError(f"layer {L.name}: cannot fuse this ADD")  # the engine's plan asks only where it can
-        self.P.conv_rows(xa, np.float32(L.za), t, l, self.kh, sh, sw, width, c + c % 2, self.wp, offs, self.co,
-                         self.bq, self.bias_f, self.m, self.s, *self.f64_or_0, tiles, qi, use_f64, float(L.zo),
-                         float(L.lo), float(L.hi), bool(L.single), tab, other, out)
-        if self.dense:
-            return torch.from_numpy(out.reshape(-1, self.co))
-        return torch.from_numpy(out).permute(0, 3, 1, 2)
-
-
-def exact_mac(L: Any) -> Any:
-    """The QNN's MAC of one layer: IntConv where the host has AVX2 and the layer allows it,
-    else the float convolution ExactConv."""
-    from nn import kernels_avx2
-
-    if kernels_avx2.available():
-        try:
-            return IntConv(L)
-        except AxlabError:
-            pass
-    return ExactConv(L)
-
-
 def _layer_q(L: Any) -> Any:
     """nn.engine.LayerQ of a _Layer, unpadded (the callers pad), dense as a 1x1 convolution."""
     from nn.engine import LayerQ
@@ -421,6 +334,7 @@ def build(L: Any, lut: Lut | None, path: str, max_rank: int) -> Any:
     nn.paths.LayerPaths (``path``: auto | lowrank | fused | gather)."""
     from nn.engine import lut_factor
     from nn.paths import LayerPaths
+    from nn.tflite_intconv import exact_mac
 
     if lut is None:
         return exact_mac(L)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from nn import kernels_avx2, tflite_kernels
-from nn.tflite_fast import ExactConv, IntConv, exact_mac
+from nn.tflite_fast import ExactConv
+from nn.tflite_intconv import IntConv, exact_mac
 from nn.tflite_ops import mbqm
 
 needs_avx2 = pytest.mark.skipif(not kernels_avx2.available(), reason="host without AVX2")
