@@ -215,6 +215,7 @@ class ConvMac:
             const += u[za_idx] * vw.reshape(co, -1).sum(1)  # the shift, put back exactly
             xmax += [int(np.abs(tabs[r]).max())] * c
         we = np.concatenate(chans_w, axis=1)  # (Co, (1+R)C, kh, kw) int64
+        self.we = we  # (kept for integer kernels: nn.tflite_intconv)
         xmax_a = np.array(xmax, dtype=np.int64)
         # |partial sum| <= sum_k xmax_k |w_k|: pick the fewest contiguous channel groups
         # that keep that bound < 2^24 (float32 exact), else float64, else give up

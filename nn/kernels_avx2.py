@@ -259,10 +259,11 @@ def tap_offsets(kh: int, kw: int, c2: int, width: int) -> np.ndarray:
 
 
 @njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def conv_rows(x, za, top, left, kh, sh, sw, width, cpad, wp, offs, co_n, bias, bias_f, m, s, mh, ml, hh, n2, sc,
+def conv_rows(x, za, tabs, top, left, kh, sh, sw, width, cpad, wp, offs, co_n, bias, bias_f, m, s, mh, ml, hh, n2, sc,
               tiles, qi, use_f64, zo, lo, hi, single, tab, other, out):  # pragma: no cover - jitted
     """out (N, Ho, Wo, Co) float32 codes of the convolution of the codes x (N, H, W, C) float32
-    (zero point ``za``, padded by ``top`` / ``left`` and the zero point's 0 up to Ho, Wo) with
+    (zero point ``za``, padded by ``top`` / ``left`` and the zero point's 0 up to Ho, Wo; operand
+    ``code - za``, or with ``tabs`` (S, 256) int16: S operands tabs[s, code + 128], channel s*C + c) with
     pack_weights' wp (``offs``: tap_offsets for ``width`` pixels of ``cpad`` channels, width >=
     (ceil(Wo/4)*4 - 1)*sw + kw); each accumulator + bias[c] (int64; bias_f: the same as float64)
     requantised by TFLite's MultiplyByQuantizedMultiplier (exact float64 form with
@@ -292,6 +293,7 @@ def conv_rows(x, za, top, left, kh, sh, sw, width, cpad, wp, offs, co_n, bias, b
     q0, o0, t0, s0 = qi.ctypes.data, out.ctypes.data, tab.ctypes.data, other.ctypes.data
     fused = other.size > 0
     hb = (ho - 1) * sh + kh  # padded input rows the output rows read
+    ntab = tabs.shape[0]
     for ch in prange(chunks):
         acc = np.empty((wo_pad, co_pad), dtype=np.int32)
         buf = np.zeros((hb, width, cpad), dtype=np.int16)  # padding rows, columns and channel stay 0
@@ -304,7 +306,13 @@ def conv_rows(x, za, top, left, kh, sh, sw, width, cpad, wp, offs, co_n, bias, b
                 cur = n
                 for iy in range(max(0, -top), min(h, hb - top)):
                     brow = buf[iy + top]
-                    if cpad == c:
+                    if ntab > 0:  # operand sets through their tables: channel s*C + c
+                        for ix in range(w):
+                            for cc in range(c):
+                                k = np.int64(x[n, iy, ix, cc]) + 128
+                                for st in range(ntab):
+                                    brow[left + ix, st * c + cc] = tabs[st, k]
+                    elif cpad == c:
                         dst = brow.reshape(-1)[left * c:(left + w) * c]
                         src = x[n, iy].reshape(-1)
                         for i in range(w * c):

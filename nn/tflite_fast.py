@@ -328,6 +328,19 @@ class GatherDepthwise(_Base):
                                 self.zero, n, ho, wo)
 
 
+def _add_int(cands: dict[str, Any], key: str, L: Any, factor: Any, whole: bool, signed: bool) -> None:
+    """Offer the integer form of a low-rank / fused path (nn.tflite_intconv.IntConv) where the
+    host has AVX2 and the factors fit int16."""
+    from nn import kernels_avx2
+    from nn.tflite_intconv import IntConv
+
+    if kernels_avx2.available():
+        try:
+            cands[key] = IntConv(L, factor, whole=whole, signed=signed)
+        except AxlabError:
+            pass
+
+
 def build(L: Any, lut: Lut | None, path: str, max_rank: int) -> Any:
     """The fast MAC of one layer: ExactConv (``lut`` None), else the LUT's paths (fused, where
     the whole product table has a smaller factorisation, low-rank, gather) under
@@ -349,6 +362,7 @@ def build(L: Any, lut: Lut | None, path: str, max_rank: int) -> Any:
                 cands["fused"] = LowRankConv(L, pf, whole=True, signed=bool(lut.signed))
             except AxlabError:
                 pass
+            _add_int(cands, "fused-int", L, pf, True, bool(lut.signed))
     if path in ("auto", "lowrank") or (path == "fused" and not cands):
         if f is not None and f.rank == 0:  # the LUT holds the exact products: the QNN's convolution
             cands["lowrank"] = exact_mac(L)
@@ -358,6 +372,8 @@ def build(L: Any, lut: Lut | None, path: str, max_rank: int) -> Any:
                 cands["lowrank"] = LowRankDepthwise(L, f) if L.op == "tfl_dwconv" else LowRankConv(L, f)
             except AxlabError:
                 pass
+            if L.op != "tfl_dwconv":
+                _add_int(cands, "lowrank-int", L, f, False, True)
     if path == "auto" or not cands:
         cands["gather"] = GatherDepthwise(L, lut) if L.op == "tfl_dwconv" else GatherConv(L, lut)
     mode = "auto" if len(cands) > 1 else ("forced" if path != "auto" else "only")

@@ -17,26 +17,48 @@ _NONE = np.zeros((0, 0, 0, 0), dtype=np.float32)  # "no fused ADD" for IntConv
 
 
 class IntConv(_Base):
-    """The QNN's MAC of a conv / dense layer (groups 1) as an exact int32 convolution on AVX2
-    (nn.kernels_avx2): centred int16 operands, zero-point padding for free, the requantisation
-    fused; no float convolution, no correction table. A dense layer runs as a 1x1 convolution
-    over a (1, 1, N) image of the batch."""
+    """The MAC of a conv / dense layer (groups 1) as an exact int32 convolution on AVX2
+    (nn.kernels_avx2): int16 operands centred on the zero point (padding for free), the
+    requantisation fused; no float convolution, no correction table. A dense layer runs as a 1x1
+    convolution over a (1, 1, N) image of the batch.
 
-    def __init__(self, L: Any) -> None:
+    QNN (``factor`` None): operands code - za, the layer's weights and bias. AxNN: the LUT's
+    low-rank form (``factor`` = nn.engine.lut_factor's, operands code - za and U[code, r] -
+    U[za, r], weights w and V[r, w]) or, ``whole``, the factorisation of the whole product table
+    (nn.engine.fused_factor's, operand sets U only) -- nn.engine.ConvMac's channel sets, weights
+    and constant, here on int16 operands read through one 256-entry table per set."""
+
+    def __init__(self, L: Any, factor: Any = None, whole: bool = False, signed: bool = True) -> None:
         from nn import kernels_avx2 as P
 
         super().__init__(L)
         self.P = P
-        self.bq = L.bq.numpy().astype(np.int64)
-        bound = int(np.abs(self.w4).reshape(self.co, -1).sum(1).max()) * 255 + int(np.abs(self.bq).max())
-        if int(L.groups) != 1 or bound >= 2**31 or np.abs(self.w).max() > 128:
+        if int(L.groups) != 1:
+            raise AxlabError(f"layer {L.name}: grouped, no pmaddwd form")
+        if factor is None:
+            self.bq = L.bq.numpy().astype(np.int64)
+            bound = int(np.abs(self.w4).reshape(self.co, -1).sum(1).max()) * 255 + int(np.abs(self.bq).max())
+            self.tabs = np.zeros((0, 256), dtype=np.int16)  # operands by subtraction: code - za
+            self.kind = "exact int16 pmaddwd conv"
+        else:
+            from nn.engine import ConvMac
+            from nn.tflite_fast import _layer_q
+
+            cm = ConvMac(_layer_q(L), factor, signed, whole=whole)  # AxlabError where no exact int32 form
+            codes = np.arange(-128, 128, dtype=np.int64)
+            tabs = ([] if whole else [codes - int(L.za)]) + [t.astype(np.int64) for t in np.rint(cm.tabs)]
+            self.tabs = np.stack(tabs)
+            self.w4, self.bq, bound = cm.we, np.asarray(cm.const, dtype=np.int64), int(cm.total_bound)
+            self.kind = f"{'fused S' if whole else 'lowrank R'}={cm.R} int16 pmaddwd"
+        if bound >= 2**31 or max(np.abs(self.w4).max(), np.abs(self.tabs).max(initial=0)) > 32767:
             raise AxlabError(f"layer {L.name}: no exact int32 pmaddwd form")
+        self.tabs = np.ascontiguousarray(self.tabs, dtype=np.int16)
+        self.sets = max(1, self.tabs.shape[0])  # operand channel sets per input channel
         self.wp = P.pack_weights(self.w4)
         self.use_bound(bound)
         self.bias_f = self.bq.astype(np.float64)
         self.f64_or_0 = self.f64 if self.f64 is not None else tuple(np.zeros(self.co) for _ in range(5))
         self._geo: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self.kind = "exact int16 pmaddwd conv"
 
     def _geometry(self, width: int, c: int, wo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(tap offsets for an input ``width`` pixels wide, float64 and int32 epilogue constants
@@ -44,7 +66,7 @@ class IntConv(_Base):
         key = (width, c, wo)
         g = self._geo.get(key)
         if g is None:
-            offs = self.P.tap_offsets(self.kh, self.kw, (c + 1) // 2, width)
+            offs = self.P.tap_offsets(self.kh, self.kw, (c * self.sets + 1) // 2, width)
             flat = self.f64 is not None and self.co % self.P.COLS == 0
             tiles = np.stack([np.tile(v, wo) for v in (self.bias_f, *self.f64_or_0)]) if flat else np.zeros((6, 0))
             qi = None
@@ -81,7 +103,8 @@ class IntConv(_Base):
         tab, other = (add[0], nhwc(add[1])) if add is not None else (_NONE, _NONE)
         if add is not None and (not self.fuses_add or other.shape != out.shape):
             raise ValueError(f"layer {L.name}: cannot fuse this ADD")  # the engine's plan asks only where it can
-        self.P.conv_rows(xa, np.float32(L.za), t, l, self.kh, sh, sw, width, c + c % 2, self.wp, offs, self.co,
+        e = c * self.sets
+        self.P.conv_rows(xa, np.float32(L.za), self.tabs, t, l, self.kh, sh, sw, width, e + e % 2, self.wp, offs, self.co,
                          self.bq, self.bias_f, self.m, self.s, *self.f64_or_0, tiles, qi, use_f64, float(L.zo),
                          float(L.lo), float(L.hi), bool(L.single), tab, other, out)
         if self.dense:

@@ -190,3 +190,37 @@ def test_engine_fuses_resnet_adds_and_keeps_logits() -> None:
     x = np.random.default_rng(10).integers(0, 256, (40, 3, 32, 32), dtype=np.uint8)
     assert np.array_equal(fast.logits(x, batch=16), ref.logits(x, batch=16))
     assert set(fast.tensors(x[:2])) == set(ref.tensors(x[:2]))
+
+
+@needs_avx2
+@pytest.mark.parametrize("signed", [True, False])
+def test_int_lowrank_and_fused_forms_equal_float_forms(signed: bool) -> None:
+    """IntConv on a LUT's low-rank form (operands code - za and the U tables, weights w and V[w])
+    and on the whole product table's factorisation (fused) give the same output codes as the
+    float convolutions of nn.tflite_fast (LowRankConv) over whole tensors: conv with padding and
+    stride, and dense."""
+    from hwsim.lut import Lut
+    from nn.engine import fused_factor, lut_factor
+    from nn.tflite_fast import LowRankConv
+    from tests.nn_fixtures import lowrank_lut
+
+    a = np.arange(-128, 128, dtype=np.int64)
+    idx = a if signed else a + 128
+    trunc = Lut("trunc4", np.multiply.outer(idx & ~3, idx).astype(np.int32), 8, 8, signed)
+    rng = np.random.default_rng(11)
+    layers = [_layer(rng, 16, 6, (3, 3), (2, 2), [0, 1, 0, 1], -20, 3),
+              _layer(rng, 12, 33, (1, 1), (1, 1), [0] * 4, 5, -1, dense=True)]
+    for L in layers:
+        shape = (5, 33) if L.op == "tfl_fc" else (2, 6, 9, 8)
+        x = torch.from_numpy(rng.integers(-128, 128, shape).astype(np.float32))
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for lut, whole in ((lowrank_lut(3, 2, signed), False), (trunc, True)):
+            f = fused_factor(lut, 8) if whole else lut_factor(lut, 8)
+            if f is None and whole and not signed:
+                continue  # nn.engine offers no fused form for this unsigned table
+            assert f is not None and f.rank >= 1
+            want = LowRankConv(L, f, whole=whole, signed=signed)(x)
+            ic = IntConv(L, f, whole=whole, signed=signed)
+            assert ("fused" if whole else "lowrank") in ic.kind and "int16" in ic.kind
+            assert torch.equal(ic(x), want), (L.op, lut.name)
