@@ -25,6 +25,7 @@ import json
 import multiprocessing
 import os
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +171,24 @@ def probe_scheduler(address: str, timeout: float = DASK_CONNECT_S) -> None:
                          f"({exc.strerror or exc.__class__.__name__})") from None
 
 
+def _host(address: str) -> str:
+    """The host part of a Dask address tcp://HOST:PORT."""
+    return address.split("://")[-1].rsplit(":", 1)[0]
+
+
+def _evaluate_on_dask(ctx: dict[str, Any], genes: list[int], threads: dict[str, int]) -> tuple[dict[str, Any], float]:
+    """evaluate_design on a Dask worker, with the compute threads of its host (set in the task's
+    own thread: numba's thread count is per calling thread)."""
+    import numba
+    import torch
+    from distributed import get_worker
+
+    n = threads.get(_host(get_worker().address), 1)
+    torch.set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    return evaluate_design(ctx, genes)
+
+
 class _DaskExecutor:
     def __init__(self, scheduler: Any) -> None:
         try:
@@ -185,10 +204,18 @@ class _DaskExecutor:
             raise AxlabError(f"--scheduler {scheduler}: cannot connect to the Dask scheduler "
                              f"({' '.join(str(exc).split()) or exc.__class__.__name__})") from None
 
+        # compute threads per worker as the local pool gives them: the host's cores over the
+        # worker processes on it (numba's and torch's pools oversubscribed run many times slower)
+        workers = self.client.scheduler_info()["workers"]
+        cores = self.client.run(os.cpu_count)
+        procs = Counter(_host(a) for a in workers)
+        self.threads = {_host(a): max(1, (cores.get(a) or 1) // procs[_host(a)]) for a in workers}
+
     def map_unordered(self, ctx, genes_list):
         from distributed import as_completed as das_completed
 
-        futs = self.client.map(evaluate_design, [ctx] * len(genes_list), genes_list, pure=False)
+        futs = self.client.map(_evaluate_on_dask, [ctx] * len(genes_list), genes_list,
+                               [self.threads] * len(genes_list), pure=False)
         index = {f.key: g for f, g in zip(futs, genes_list)}
         for f in das_completed(futs):
             yield index[f.key], f.result()

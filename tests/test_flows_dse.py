@@ -109,6 +109,11 @@ def test_dask_executor_matches_local(env):
                                   dashboard_address=None) as cluster:
         res = run_dse(dict(SMALL, model=env["model"], executor="dask", scheduler=cluster.scheduler_address),
                       env["root"] / "dask", progress=False)
+        from flows.dse import _DaskExecutor
+
+        ex = _DaskExecutor(cluster.scheduler_address)  # compute threads: the host's cores over its 1 worker
+        assert list(ex.threads.values()) == [os.cpu_count() or 1]
+        ex.close()
     assert res.computed == len(res.evaluations)
     assert _front(env["root"] / "dask") == _front(reference)
     ref = {tuple(e["genes"]): e for e in json.loads((reference / "pareto.json").read_text())["pareto"]}
