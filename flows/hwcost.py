@@ -58,16 +58,14 @@ def synth_front(cfg: dict[str, Any], out_dir: Path, pareto: list[dict[str, Any]]
     ``hw_synth.md`` into ``out_dir`` and return the JSON's content."""
     from flows.export import export
     from flows.export.devices import get_device
+    from flows.export.generate import bench_dataset
     from flows.export.sweep import _finished
     from nn.bundle import load_model
 
     dev = get_device(cfg["hw_target"])
     lanes, dsp = int(cfg["hw_lanes"]), cfg["hw_dsp"]
     bundle = load_model(cfg["model"])
-    # the DSE's dataset (an imported TFLite model names none of its own): the test bench's images
-    dataset = cfg.get("dataset") or bundle.dataset
-    if not dataset:
-        raise AxlabError(f"DSE dataset: {cfg['model']} names no dataset; give one (the test bench's images)")
+    dataset = bench_dataset(cfg["model"], bundle, cfg.get("dataset"))  # the DSE's, else the model's own
     rows: list[dict[str, Any]] = []
     for k, p in enumerate(pareto):
         design = out_dir / p["design"]

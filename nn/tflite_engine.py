@@ -246,7 +246,7 @@ class TfliteEngine:
 
     def _fuse_plan(self) -> dict[str, tuple[str, str, np.ndarray]]:
         """numba backend: layer -> (ADD, the ADD's other input, table) for each ADD whose one
-        input is a layer read by nothing else and able to fuse it (nn.tflite_fast.IntConv), the
+        input is a layer read by nothing else and able to fuse it (nn.tflite_intconv.IntConv), the
         other input computed before that layer, both of one shape: the layer then writes the
         ADD's codes directly (used by ``logits``; ``tensors`` needs every node and runs unfused)."""
         g = self.bundle.graph
@@ -351,8 +351,9 @@ class TfliteEngine:
 
     def _run_fast(self, x: np.ndarray, fuse: bool) -> dict[str, torch.Tensor]:
         """run_all of the numba backend: codes as float32 (4-D: channels_last memory), conv /
-        depthwise / dense through nn.tflite_fast, ADD by a numba kernel; the other (small or
-        rare) ops run the torch reference on int64 copies. Same values as the torch backend."""
+        depthwise / dense through nn.tflite_fast (with ``fuse``, _fuse_plan's ADDs inside them),
+        ADD by a table lookup, pooling in numba; the other (small or rare) ops run the torch
+        reference on int64 copies. Same values as the torch backend."""
         from nn import tflite_kernels
         from nn.tflite_fast import as_cl, flat
 

@@ -328,26 +328,14 @@ class GatherDepthwise(_Base):
                                 self.zero, n, ho, wo)
 
 
-def _add_int(cands: dict[str, Any], key: str, L: Any, factor: Any, whole: bool, signed: bool) -> None:
-    """Offer the integer form of a low-rank / fused path (nn.tflite_intconv.IntConv) where the
-    host has AVX2 and the factors fit int16."""
-    from nn import kernels_avx2
-    from nn.tflite_intconv import IntConv
-
-    if kernels_avx2.available():
-        try:
-            cands[key] = IntConv(L, factor, whole=whole, signed=signed)
-        except AxlabError:
-            pass
-
-
 def build(L: Any, lut: Lut | None, path: str, max_rank: int) -> Any:
-    """The fast MAC of one layer: ExactConv (``lut`` None), else the LUT's paths (fused, where
-    the whole product table has a smaller factorisation, low-rank, gather) under
-    nn.paths.LayerPaths (``path``: auto | lowrank | fused | gather)."""
+    """The fast MAC of one layer: the QNN's (``lut`` None: nn.tflite_intconv.exact_mac), else the
+    LUT's paths (fused, where the whole product table has a smaller factorisation, low-rank, each
+    also in its integer form where the host has AVX2, gather) under nn.paths.LayerPaths
+    (``path``: auto | lowrank | fused | gather)."""
     from nn.engine import lut_factor
     from nn.paths import LayerPaths
-    from nn.tflite_intconv import exact_mac
+    from nn.tflite_intconv import exact_mac, int_conv
 
     if lut is None:
         return exact_mac(L)
@@ -362,7 +350,9 @@ def build(L: Any, lut: Lut | None, path: str, max_rank: int) -> Any:
                 cands["fused"] = LowRankConv(L, pf, whole=True, signed=bool(lut.signed))
             except AxlabError:
                 pass
-            _add_int(cands, "fused-int", L, pf, True, bool(lut.signed))
+            ic = int_conv(L, pf, whole=True, signed=bool(lut.signed))
+            if ic is not None:
+                cands["fused-int"] = ic
     if path in ("auto", "lowrank") or (path == "fused" and not cands):
         if f is not None and f.rank == 0:  # the LUT holds the exact products: the QNN's convolution
             cands["lowrank"] = exact_mac(L)
@@ -372,8 +362,9 @@ def build(L: Any, lut: Lut | None, path: str, max_rank: int) -> Any:
                 cands["lowrank"] = LowRankDepthwise(L, f) if L.op == "tfl_dwconv" else LowRankConv(L, f)
             except AxlabError:
                 pass
-            if L.op != "tfl_dwconv":
-                _add_int(cands, "lowrank-int", L, f, False, True)
+            ic = int_conv(L, f) if L.op != "tfl_dwconv" else None
+            if ic is not None:
+                cands["lowrank-int"] = ic
     if path == "auto" or not cands:
         cands["gather"] = GatherDepthwise(L, lut) if L.op == "tfl_dwconv" else GatherConv(L, lut)
     mode = "auto" if len(cands) > 1 else ("forced" if path != "auto" else "only")

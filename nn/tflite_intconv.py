@@ -59,6 +59,10 @@ class IntConv(_Base):
         self.bias_f = self.bq.astype(np.float64)
         self.f64_or_0 = self.f64 if self.f64 is not None else tuple(np.zeros(self.co) for _ in range(5))
         self._geo: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        # the int32 vector epilogue (and so a fused ADD): double rounding, whole 16-channel blocks,
+        # multipliers, shifts and bias in its range
+        self.int_epilogue = not L.single and self.co % P.COLS == 0 and \
+            P.int_requant_rows(self.bq, self.m, self.s, 1) is not None
 
     def _geometry(self, width: int, c: int, wo: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(tap offsets for an input ``width`` pixels wide, float64 and int32 epilogue constants
@@ -67,20 +71,19 @@ class IntConv(_Base):
         g = self._geo.get(key)
         if g is None:
             offs = self.P.tap_offsets(self.kh, self.kw, (c * self.sets + 1) // 2, width)
-            flat = self.f64 is not None and self.co % self.P.COLS == 0
+            flat = self.f64 is not None and self.co % self.P.COLS == 0 and not self.int_epilogue  # else unused
             tiles = np.stack([np.tile(v, wo) for v in (self.bias_f, *self.f64_or_0)]) if flat else np.zeros((6, 0))
-            qi = None
-            if not self.L.single and self.co % self.P.COLS == 0:
+            qi = np.zeros((3, 0), np.int32)  # no vector epilogue
+            if self.int_epilogue:
                 qi = self.P.int_requant_rows(self.bq, self.m, self.s, wo)
-            g = (offs, np.ascontiguousarray(tiles), qi if qi is not None else np.zeros((3, 0), np.int32))
+            g = (offs, np.ascontiguousarray(tiles), qi)
             self._geo[key] = g
         return g
 
     @property
     def fuses_add(self) -> bool:
         """Whether ``__call__(x, add=...)`` can fuse a following ADD (the int32 vector epilogue)."""
-        return not self.dense and not self.L.single and self.co % self.P.COLS == 0 and \
-            self.P.int_requant_rows(self.bq, self.m, self.s, 1) is not None
+        return not self.dense and self.int_epilogue
 
     def __call__(self, x: torch.Tensor, add: tuple[np.ndarray, torch.Tensor] | None = None) -> torch.Tensor:
         """Output codes of the layer; ``add`` = (table (65536,) float32 indexed by (this layer's
@@ -104,22 +107,29 @@ class IntConv(_Base):
         if add is not None and (not self.fuses_add or other.shape != out.shape):
             raise ValueError(f"layer {L.name}: cannot fuse this ADD")  # the engine's plan asks only where it can
         e = c * self.sets
-        self.P.conv_rows(xa, np.float32(L.za), self.tabs, t, l, self.kh, sh, sw, width, e + e % 2, self.wp, offs, self.co,
-                         self.bq, self.bias_f, self.m, self.s, *self.f64_or_0, tiles, qi, use_f64, float(L.zo),
+        self.P.conv_rows(xa, np.float32(L.za), self.tabs, t, l, self.kh, sh, sw, width, e + e % 2, self.wp, offs,
+                         self.co, self.bq, self.bias_f, self.m, self.s, *self.f64_or_0, tiles, qi, use_f64, float(L.zo),
                          float(L.lo), float(L.hi), bool(L.single), tab, other, out)
         if self.dense:
             return torch.from_numpy(out.reshape(-1, self.co))
         return torch.from_numpy(out).permute(0, 3, 1, 2)
 
 
-def exact_mac(L: Any) -> Any:
-    """The QNN's MAC of one layer: IntConv where the host has AVX2 and the layer allows it,
-    else the float convolution ExactConv."""
+def int_conv(L: Any, factor: Any = None, whole: bool = False, signed: bool = True) -> IntConv | None:
+    """IntConv(L, factor, whole, signed) where the host has AVX2 and the layer (and factors) fit
+    its int16 / int32 form, else None."""
     from nn import kernels_avx2
 
     if kernels_avx2.available():
         try:
-            return IntConv(L)
+            return IntConv(L, factor, whole=whole, signed=signed)
         except AxlabError:
             pass
-    return ExactConv(L)
+    return None
+
+
+def exact_mac(L: Any) -> Any:
+    """The QNN's MAC of one layer: IntConv where the host has AVX2 and the layer allows it,
+    else the float convolution ExactConv."""
+    ic = int_conv(L)
+    return ic if ic is not None else ExactConv(L)

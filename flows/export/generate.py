@@ -24,6 +24,15 @@ from hwsim.errors import AxlabError
 from nn.graph_check import is_tflite_graph
 
 
+def bench_dataset(model: Any, bundle: Any, dataset: str | None) -> str:
+    """The dataset of the test bench's images: ``dataset`` if given, else the model's own;
+    AxlabError naming ``model`` when neither names one (an imported TFLite model names none)."""
+    dataset = dataset or bundle.dataset
+    if not dataset:
+        raise AxlabError(f"{model} names no dataset: give --dataset (the test images for the test bench)")
+    return dataset
+
+
 def _accuracy(bundle: Any, luts: list[Any], dataset: str, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Top-1 accuracy of the design on ``dataset``'s whole test split ``x``, ``y`` (bit-identical numba
     backend; an imported model: argmax of its own output, the SOFTMAX codes, as ``axlab eval``)."""
@@ -81,9 +90,7 @@ def export(model: str | Path, design: str | Path, out: str | Path, images: int =
     model_path = model_file(model)  # zoo:NAME too
     bundle = load_model(model_path)
     tfl = is_tflite_graph(bundle.graph.nodes)
-    dataset = dataset or bundle.dataset
-    if not dataset:
-        raise AxlabError(f"{model_path} names no dataset: give --dataset (the test images for the test bench)")
+    dataset = bench_dataset(model_path, bundle, dataset)
     d = load_design_dict(design)
     luts = read_design(d, bundle)
     layers = bundle.layers()

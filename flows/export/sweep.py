@@ -80,14 +80,13 @@ def _identity(args: argparse.Namespace) -> dict[str, Any]:
     constraint. AxlabError (before any folder is written) when neither names a dataset (an
     imported TFLite model names none)."""
     from flows.export.devices import get_device
+    from flows.export.generate import bench_dataset
     from nn.bundle import load_model
     from nn.design import read_design
 
     bundle = load_model(args.model)  # a str: zoo:NAME resolves
     luts = read_design(args.design, bundle)
-    dataset = args.dataset or bundle.dataset
-    if not dataset:
-        raise AxlabError(f"{args.model} names no dataset: give --dataset (the test images for the test bench)")
+    dataset = bench_dataset(args.model, bundle, args.dataset)
     return {"model": bundle.sha256, "luts": [lut.sha256 for lut in luts], "dataset": dataset, "target": args.target,
             "dsp": args.dsp, "seed": int(args.seed), "freq": float(args.freq or get_device(args.target).freq_mhz)}
 
