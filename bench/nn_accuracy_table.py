@@ -42,7 +42,7 @@ def main() -> int:
     from hwsim.errors import AxlabError
     from hwsim.store import resolve
     from nn.api import fq_agreement, load_dataset, load_implementation, load_model
-    from nn.engine import lut_factor
+    from nn.lut_forms import lut_factor
 
     try:
         bundle = load_model(args.model)

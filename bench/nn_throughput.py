@@ -80,7 +80,8 @@ def main() -> int:
 
     from nn import paths
     from nn.design import resolve_multiplier
-    from nn.engine import IntegerEngine, fused_factor, lut_factor
+    from nn.engine import IntegerEngine
+    from nn.lut_forms import fused_factor, lut_factor
     from nn.models import build_model
     from nn.quant import GraphModule
     from nn.train import quantize_module

@@ -16,7 +16,7 @@ tensor equals LiteRT's bit for bit:
 * pad: the zero point's code; reshape: in TFLite's (NHWC) element order.
 
 Backends: ``torch`` runs the reference arithmetic in torch int64 (the AxNN: the engine's
-torch LUT gathers, nn.engine); ``cuda`` the same with nn.engine's CUDA gathers and the numba
+torch LUT gathers, nn.mac); ``cuda`` the same with nn.mac's CUDA gathers and the numba
 requantisation of nn.tflite_kernels; ``numba`` is the fast path of nn.tflite_fast (float32
 codes in channels_last memory, exact float convolutions, low-rank LUT convolutions or gathers,
 fused exact requantisation). All give the same tensors (checked by the tests).
@@ -114,7 +114,9 @@ class _Layer:
         """Route every product a_code x w_code through ``lut`` (one gather per group:
         a depthwise layer's channels are separate groups). The engine's gather kernels add
         the exact zero-point and bias corrections, so an exact LUT gives the QNN's sums."""
-        from nn.engine import CudaGather, LayerQ, TorchGather, check_lut
+        from nn.lut_forms import check_lut
+        from nn.mac import CudaGather, TorchGather
+        from nn.requant import LayerQ
 
         check_lut(lut, self.name)
         if backend not in ("torch", "cuda"):  # the numba backend runs nn.tflite_fast instead
@@ -204,7 +206,7 @@ class TfliteEngine:
                 self.layers[name] = _Layer(bundle, n)
                 lut = luts[layer_names.index(name)] if luts is not None else None
                 if backend == "numba":  # float32 codes, channels_last, fused epilogues (nn.tflite_fast)
-                    from nn.engine import check_lut
+                    from nn.lut_forms import check_lut
                     from nn.tflite_fast import build
 
                     if lut is not None:

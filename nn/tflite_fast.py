@@ -16,8 +16,8 @@ gives the same tensors as the torch reference (``_Layer.mac`` + ``requant``):
   LUT product of the raw codes ``LUT(a, w) = a*w + sum_r U[a, r] V[r, w]`` as one convolution
   over (1 + R) operand channels per input channel (centred codes and the U columns, padded
   once by ``expand_nhwc``), weights (w, V[r, w]); the weights of conv / dense layers and the
-  exactness bounds (channel groups, float32 or float64) are nn.engine.ConvMac's.
-* ``GatherConv`` / ``GatherDepthwise`` (AxNN, any LUT): nn.engine.NumbaGather and
+  exactness bounds (channel groups, float32 or float64) are nn.mac.ConvMac's.
+* ``GatherConv`` / ``GatherDepthwise`` (AxNN, any LUT): nn.mac.NumbaGather and
   nn.tflite_kernels.DepthwiseGather, with ``requant_nchw``.
 
 Where a layer has both a low-rank and a gather path, nn.paths.LayerPaths times them on the
@@ -191,8 +191,8 @@ class ExactConv(_Base):
 
 
 def _layer_q(L: Any) -> Any:
-    """nn.engine.LayerQ of a _Layer, unpadded (the callers pad), dense as a 1x1 convolution."""
-    from nn.engine import LayerQ
+    """nn.requant.LayerQ of a _Layer, unpadded (the callers pad), dense as a 1x1 convolution."""
+    from nn.requant import LayerQ
 
     w = np.asarray(L.w)
     w4 = w.reshape(w.shape[0], -1, 1, 1) if L.op == "tfl_fc" else w
@@ -203,14 +203,14 @@ def _layer_q(L: Any) -> Any:
 
 
 class LowRankConv(_Base):
-    """AxNN MAC of a conv / dense layer through the LUT's low-rank form (nn.engine.ConvMac's
+    """AxNN MAC of a conv / dense layer through the LUT's low-rank form (nn.mac.ConvMac's
     expanded weights and bounds; operands expanded and padded once by ``expand_nhwc``)."""
 
     def __init__(self, L: Any, factor: Any, whole: bool = False, signed: bool = True) -> None:
-        from nn.engine import ConvMac
+        from nn.mac import ConvMac
 
         super().__init__(L)
-        # whole: the fused path (factor of the whole product table, nn.engine.fused_factor): the
+        # whole: the fused path (factor of the whole product table, nn.lut_forms.fused_factor): the
         # R factor channel sets only, no exact set; raises AxlabError when no exact float form exists
         cm = ConvMac(_layer_q(L), factor, signed, whole=whole)
         self.whole = whole
@@ -287,10 +287,10 @@ def _centred_nchw(x: torch.Tensor, za: int, pad4: list[int]) -> torch.Tensor:
 
 
 class GatherConv(_Base):
-    """AxNN MAC of a conv / dense layer by LUT gathers (nn.engine.NumbaGather)."""
+    """AxNN MAC of a conv / dense layer by LUT gathers (nn.mac.NumbaGather)."""
 
     def __init__(self, L: Any, lut: Lut) -> None:
-        from nn.engine import NumbaGather
+        from nn.mac import NumbaGather
 
         super().__init__(L)
         self.g = NumbaGather(_layer_q(L), lut)
@@ -333,7 +333,7 @@ def build(L: Any, lut: Lut | None, path: str, max_rank: int) -> Any:
     LUT's paths (fused, where the whole product table has a smaller factorisation, low-rank, each
     also in its integer form where the host has AVX2, gather) under nn.paths.LayerPaths
     (``path``: auto | lowrank | fused | gather)."""
-    from nn.engine import lut_factor
+    from nn.lut_forms import lut_factor
     from nn.paths import LayerPaths
     from nn.tflite_intconv import exact_mac, int_conv
 
@@ -342,7 +342,7 @@ def build(L: Any, lut: Lut | None, path: str, max_rank: int) -> Any:
     cands: dict[str, Any] = {}
     f = lut_factor(lut, max_rank) if path != "gather" else None
     if path in ("auto", "fused") and L.op != "tfl_dwconv" and f is not None and f.rank > 0:
-        from nn.engine import fused_factor
+        from nn.lut_forms import fused_factor
 
         pf = fused_factor(lut, max_rank)  # fewer channel sets than the low-rank path, or None
         if pf is not None:

@@ -23,9 +23,9 @@ class IntConv(_Base):
     convolution over a (1, 1, N) image of the batch.
 
     QNN (``factor`` None): operands code - za, the layer's weights and bias. AxNN: the LUT's
-    low-rank form (``factor`` = nn.engine.lut_factor's, operands code - za and U[code, r] -
+    low-rank form (``factor`` = nn.lut_forms.lut_factor's, operands code - za and U[code, r] -
     U[za, r], weights w and V[r, w]) or, ``whole``, the factorisation of the whole product table
-    (nn.engine.fused_factor's, operand sets U only) -- nn.engine.ConvMac's channel sets, weights
+    (nn.lut_forms.fused_factor's, operand sets U only) -- nn.mac.ConvMac's channel sets, weights
     and constant, here on int16 operands read through one 256-entry table per set."""
 
     def __init__(self, L: Any, factor: Any = None, whole: bool = False, signed: bool = True) -> None:
@@ -41,7 +41,7 @@ class IntConv(_Base):
             self.tabs = np.zeros((0, 256), dtype=np.int16)  # operands by subtraction: code - za
             self.kind = "exact int16 pmaddwd conv"
         else:
-            from nn.engine import ConvMac
+            from nn.mac import ConvMac
             from nn.tflite_fast import _layer_q
 
             cm = ConvMac(_layer_q(L), factor, signed, whole=whole)  # AxlabError where no exact int32 form

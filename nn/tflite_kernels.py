@@ -71,7 +71,7 @@ class DepthwiseGather:
     with T the LUT indexed by (code + 128), operands a_op = a + off, w_op = w + off (off 0
     for a signed LUT, 128 for an unsigned one: TFLite's uint8 scheme, weight zero point 128),
     za_op = za + off, zw = off: the same products and exact corrections as the engine's
-    per-layer gathers (nn.engine._GatherBase), which the tests compare it with.
+    per-layer gathers (nn.mac._GatherBase), which the tests compare it with.
     """
 
     kind = "gather-depthwise"

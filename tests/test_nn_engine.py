@@ -8,9 +8,12 @@ import torch
 from hwsim.errors import AxlabError
 from hwsim.lut import Lut, exact_lut
 from nn.api import fq_agreement, load_implementation
-from nn.engine import ConvMac, IntegerEngine, NumbaGather, lut_factor, requant_multiplier
+from nn.engine import IntegerEngine
 from nn.lowrank import integer_factor
+from nn.lut_forms import lut_factor
+from nn.mac import ConvMac, NumbaGather
 from nn.quant import GraphModule
+from nn.requant import requant_multiplier
 from tests.nn_fixtures import digits_test, fullrank_lut, lowrank_lut, minnet_qat, resnet8_ptq
 
 

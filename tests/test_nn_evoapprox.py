@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nn.engine import ConvMac, IntegerEngine, lut_factor
+from nn.engine import IntegerEngine
+from nn.lut_forms import lut_factor
+from nn.mac import ConvMac
 from tests.nn_fixtures import EVO_DIR, builtin_luts, digits_test, evo_luts, minnet_qat
 
 @pytest.fixture(scope="module")

@@ -200,7 +200,7 @@ def test_int_lowrank_and_fused_forms_equal_float_forms(signed: bool) -> None:
     float convolutions of nn.tflite_fast (LowRankConv) over whole tensors: conv with padding and
     stride, and dense."""
     from hwsim.lut import Lut
-    from nn.engine import fused_factor, lut_factor
+    from nn.lut_forms import fused_factor, lut_factor
     from nn.tflite_fast import LowRankConv
     from tests.nn_fixtures import lowrank_lut
 
@@ -218,7 +218,7 @@ def test_int_lowrank_and_fused_forms_equal_float_forms(signed: bool) -> None:
         for lut, whole in ((lowrank_lut(3, 2, signed), False), (trunc, True)):
             f = fused_factor(lut, 8) if whole else lut_factor(lut, 8)
             if f is None and whole and not signed:
-                continue  # nn.engine offers no fused form for this unsigned table
+                continue  # nn.lut_forms offers no fused form for this unsigned table
             assert f is not None and f.rank >= 1
             want = LowRankConv(L, f, whole=whole, signed=signed)(x)
             ic = IntConv(L, f, whole=whole, signed=signed)

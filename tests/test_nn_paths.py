@@ -15,7 +15,8 @@ import torch
 from hwsim.errors import AxlabError
 from nn import paths
 from hwsim.lut import Lut
-from nn.engine import IntegerEngine, fused_factor, lut_factor, lut_product_factor, product_table
+from nn.engine import IntegerEngine
+from nn.lut_forms import fused_factor, lut_factor, lut_product_factor, product_table
 from tests.nn_fixtures import fullrank_lut, lowrank_lut
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from nn import engine, kernels_cpu
-from nn.engine import LayerQ, epilogue_numba, epilogue_torch
+from nn import kernels_cpu, requant
+from nn.requant import LayerQ, epilogue_numba, epilogue_torch
 
 
 def _accs(rng, m0, rs, shape, const):
@@ -46,9 +46,9 @@ def test_epilogue_f64_is_exact(monkeypatch, clamped, groups, zc):
                    (1, 1), (0, 0), True)
         s = torch.from_numpy(sidx)
         ref = epilogue_torch(y, s, zc, L, const)
-        monkeypatch.setattr(engine, "EPILOGUE_F64", True)
+        monkeypatch.setattr(requant, "EPILOGUE_F64", True)
         f64 = epilogue_numba(y, s, zc, L, const)
-        monkeypatch.setattr(engine, "EPILOGUE_F64", False)
+        monkeypatch.setattr(requant, "EPILOGUE_F64", False)
         i64 = epilogue_numba(y, s, zc, L, const)
         assert torch.equal(f64, ref) and torch.equal(i64, ref)
         if not clamped:  # the comparison covered far more than the 256 output codes
@@ -82,7 +82,7 @@ def test_epilogue_f64_inplace_float32(monkeypatch):
                (1, 1), (0, 0), True)
     y = torch.from_numpy(acc.astype(np.float32)).reshape(n, 1, co, p)
     ref = epilogue_torch(y, None, 0, L, const)
-    monkeypatch.setattr(engine, "EPILOGUE_F64", True)
+    monkeypatch.setattr(requant, "EPILOGUE_F64", True)
     got = epilogue_numba(y.clone(), None, 0, L, const)
     assert torch.equal(got, ref) and len(torch.unique(ref)) > 300
 
@@ -102,9 +102,9 @@ def test_resnet_qnn_and_axnn_same_with_and_without_float64_requant(monkeypatch):
     for luts in (None, [lowrank_lut(4, 2)] * len(b.layers())):
         ref = IntegerEngine(b, luts, "torch").logits(x)
         assert len(np.unique(ref)) > 10
-        monkeypatch.setattr(engine, "EPILOGUE_F64", False)
+        monkeypatch.setattr(requant, "EPILOGUE_F64", False)
         i64 = IntegerEngine(b, luts, "numba", path="lowrank").logits(x, batch=16)
-        monkeypatch.setattr(engine, "EPILOGUE_F64", True)
+        monkeypatch.setattr(requant, "EPILOGUE_F64", True)
         calls = []
         monkeypatch.setattr(kernels_cpu, "add_requant_f64_inplace", lambda *a: (calls.append(1), real(*a)))
         f64 = IntegerEngine(b, luts, "numba", path="lowrank").logits(x, batch=16)
