@@ -8,8 +8,7 @@ unsigned) is nn.mac's.
 * ``product_table``, ``lut_product_factor``, ``fused_factor``: the whole product table
   factorised, T = sum_s U_s(a) V_s(b) (S terms): the fused path's S*C channels, offered where
   S < 1 + R.
-* ``check_lut``: a LUT's shape and declared signedness, checked before a layer uses it;
-  ``exact_lut_like``: the exact 8x8-bit LUT of a signedness.
+* ``check_lut``: a LUT's shape and declared signedness, checked before a layer uses it.
 
 Factorisations are verified exact against the LUT and cached per process by LUT sha256.
 """
@@ -95,9 +94,3 @@ def check_lut(lut: Lut, layer: str) -> None:
         kind, okind = ("signed", "unsigned") if lut.signed else ("unsigned", "signed")
         raise AxlabError(f"multiplier {lut.name} is declared {kind} but its LUT holds {okind} products "
                          f"(mean |error| {own:.0f} as {kind}, {other:.0f} as {okind}): signedness mismatch")
-
-
-
-def exact_lut_like(signed: bool) -> Lut:
-    """The exact 8x8-bit LUT (256 x 256 products) of the given signedness."""
-    return Lut(f"exact8{'s' if signed else 'u'}", exact_table(8, 8, signed), 8, 8, signed)

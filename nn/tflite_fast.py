@@ -35,9 +35,8 @@ import torch.nn.functional as F
 from hwsim.errors import AxlabError
 from hwsim.lut import Lut
 from nn import tflite_kernels as K
+from nn.mac import F32_EXACT, F64_EXACT
 
-F32_EXACT = 2**24
-F64_EXACT = 2**53
 CL = torch.channels_last
 
 
