@@ -12,7 +12,7 @@ tensor equals LiteRT's bit for bit:
 * add: both inputs shifted left by 20, rescaled by their own multipliers, summed, rescaled.
 * average pool: sum over the window clipped to the image, divided by the element count with
   rounding half away from zero; max pool: max over the clipped window; both on raw codes.
-* mean over H, W: see :func:`_mean`; softmax: :func:`nn.tflite_ops.softmax_int8`.
+* mean over H, W: see :func:`nn.tflite_pool.mean`; softmax: :func:`nn.tflite_ops.softmax_int8`.
 * pad: the zero point's code; reshape: in TFLite's (NHWC) element order.
 
 Backends: ``torch`` runs the reference arithmetic in torch int64 (the AxNN: the engine's
@@ -32,10 +32,11 @@ import torch.nn.functional as F
 from hwsim.errors import AxlabError
 from hwsim.lut import Lut
 from nn.bundle import ModelBundle
-from nn.tflite_ops import activation_range, mbqm, quantize_multiplier, softmax_int8, softmax_params
+from nn.tflite_ops import (ADD_LEFT_SHIFT, activation_range, add_int8, mbqm, quantize_multiplier, softmax_int8,
+                           softmax_params)
+from nn.tflite_pool import avgpool, maxpool, mean, mean_params, pool_fast
 
 TFL_LAYERS = ("tfl_conv", "tfl_dwconv", "tfl_fc")
-ADD_LEFT_SHIFT = 20
 
 
 def _to_tfl(x: torch.Tensor) -> torch.Tensor:
@@ -226,7 +227,7 @@ class TfliteEngine:
                 self.add_q[name] = (z1, m1, sh1, z2, m2, sh2, zo, mo, sho, *activation_range(n["act"], so, zo))
                 if backend == "numba":  # both operands are int8 codes: the whole op is a 256 x 256 table
                     codes = torch.arange(-128, 128, dtype=torch.int64)
-                    tab = _add_ref(codes[:, None].expand(256, 256), codes[None, :].expand(256, 256), self.add_q[name])
+                    tab = add_int8(codes[:, None].expand(256, 256), codes[None, :].expand(256, 256), self.add_q[name])
                     self.add_tab[name] = tab.reshape(-1).numpy().astype(np.float32)
             elif op in ("tfl_avgpool", "tfl_maxpool"):
                 s, zp = qp.act[name]
@@ -241,7 +242,7 @@ class TfliteEngine:
                 (si, zi), (so, zo) = qp.act[n["inputs"][0]], qp.act[name]
                 self.misc[name] = _multipliers(np.array([si / so]), f"quantize {name}")
             elif op == "tfl_mean":
-                self.misc[name] = _mean_params(bundle, n)
+                self.misc[name] = mean_params(bundle, n)
             elif op not in ("input", "tfl_pad", "tfl_reshape"):
                 raise AxlabError(f"node {name}: op {op} is not a TFLite-import op")
         self.fused = self._fuse_plan() if backend == "numba" else {}
@@ -330,13 +331,13 @@ class TfliteEngine:
                                                int(z2), int(m2), int(sh2), int(zo), int(mo), int(sho), int(lo),
                                                int(hi), ADD_LEFT_SHIFT, y.view(-1).numpy())
                 else:
-                    y = _add_ref(ins[0], ins[1], self.add_q[name])
+                    y = add_int8(ins[0], ins[1], self.add_q[name])
             elif op == "tfl_avgpool":
-                y = _avgpool(ins[0], n).clamp(*self.misc[name])
+                y = avgpool(ins[0], n).clamp(*self.misc[name])
             elif op == "tfl_maxpool":
-                y = _maxpool(ins[0], n).clamp(*self.misc[name])
+                y = maxpool(ins[0], n).clamp(*self.misc[name])
             elif op == "tfl_mean":
-                y = _mean(ins[0], n, self.misc[name])
+                y = mean(ins[0], n, self.misc[name])
             elif op == "tfl_pad":
                 t, b, l, r = n["pad4"]
                 y = F.pad(ins[0], (l, r, t, b), value=int(qp.act[name][1]))
@@ -386,7 +387,7 @@ class TfliteEngine:
                 y = torch.empty_like(a)
                 self._lookup2(flat(a), flat(b), self.add_tab[name], flat(y))
             elif op in ("tfl_avgpool", "tfl_maxpool") and n["kernel"][0] * n["kernel"][1] < 2**17:
-                y = _pool_fast(ins[0], n, self.misc[name])  # (larger windows: the reference, below)
+                y = pool_fast(ins[0], n, self.misc[name])  # (larger windows: the reference, below)
             elif op == "tfl_reshape":
                 y = _from_tfl(_to_tfl(ins[0]).reshape((ins[0].shape[0], *n["shape"])))
             else:
@@ -400,11 +401,11 @@ class TfliteEngine:
         quantize)."""
         op, name = n["op"], n["name"]
         if op == "tfl_avgpool":
-            return _avgpool(ins[0], n).clamp(*self.misc[name])
+            return avgpool(ins[0], n).clamp(*self.misc[name])
         if op == "tfl_maxpool":
-            return _maxpool(ins[0], n).clamp(*self.misc[name])
+            return maxpool(ins[0], n).clamp(*self.misc[name])
         if op == "tfl_mean":
-            return _mean(ins[0], n, self.misc[name])
+            return mean(ins[0], n, self.misc[name])
         if op == "tfl_pad":
             t, b, l, r = n["pad4"]
             return F.pad(ins[0], (l, r, t, b), value=int(self.bundle.qparams.act[name][1]))
@@ -451,73 +452,3 @@ class TfliteEngine:
             if name in tmap:
                 out[int(tmap[name])] = _to_tfl(v).numpy().astype(np.int8)
         return out
-
-
-def _add_ref(a: torch.Tensor, b: torch.Tensor, q: tuple) -> torch.Tensor:
-    """TFLite int8 ADD of int64 codes a, b (``q``: TfliteEngine.add_q's constants)."""
-    z1, m1, sh1, z2, m2, sh2, zo, mo, sho, lo, hi = q
-    x = mbqm((a - z1) << ADD_LEFT_SHIFT, m1, sh1)
-    y = mbqm((b - z2) << ADD_LEFT_SHIFT, m2, sh2)
-    return (mbqm(x + y, mo, sho) + zo).clamp(lo, hi)
-
-
-# ---------------------------------------------------------------------------- pooling
-def _pool_fast(x: torch.Tensor, n: dict[str, Any], lohi: tuple[int, int]) -> torch.Tensor:
-    """AVERAGE / MAX_POOL_2D of float32 codes (channels_last) by nn.tflite_kernels.pool_nhwc."""
-    from nn import tflite_kernels
-    from nn.tflite_fast import nhwc
-
-    (kh, kw), (sh, sw) = n["kernel"], n["stride"]
-    t, b, l, r = n["pad4"]
-    xa = nhwc(x)
-    _, h, w, c = xa.shape
-    out = np.empty((xa.shape[0], (h + t + b - kh) // sh + 1, (w + l + r - kw) // sw + 1, c), dtype=np.float32)
-    tflite_kernels.pool_nhwc(xa, int(kh), int(kw), int(sh), int(sw), int(t), int(l), n["op"] == "tfl_maxpool",
-                             float(lohi[0]), float(lohi[1]), out)
-    return torch.from_numpy(out).permute(0, 3, 1, 2)
-
-
-def _windows(x: torch.Tensor, n: dict[str, Any], fill: float) -> torch.Tensor:
-    t, b, l, r = n["pad4"]
-    xf = x.to(torch.float64)
-    return F.pad(xf, (l, r, t, b), value=fill) if (t or b or l or r) else xf
-
-
-def _avgpool(x: torch.Tensor, n: dict[str, Any]) -> torch.Tensor:
-    """Average of the codes in each window clipped to the image, rounded half away from zero."""
-    k, s = tuple(n["kernel"]), tuple(n["stride"])
-    total = F.avg_pool2d(_windows(x, n, 0.0), k, s, divisor_override=1).round().to(torch.int64)
-    ones = torch.ones((1, 1, x.shape[2], x.shape[3]), dtype=torch.float64)
-    count = F.avg_pool2d(_windows(ones, n, 0.0), k, s, divisor_override=1).round().to(torch.int64)
-    half = count // 2
-    return torch.where(total > 0, torch.div(total + half, count, rounding_mode="trunc"),
-                       torch.div(total - half, count, rounding_mode="trunc"))
-
-
-def _maxpool(x: torch.Tensor, n: dict[str, Any]) -> torch.Tensor:
-    y = F.max_pool2d(_windows(x, n, float("-inf")), tuple(n["kernel"]), tuple(n["stride"]))
-    return y.to(torch.int64)
-
-
-# ---------------------------------------------------------------------------- mean
-def _mean_params(bundle: ModelBundle, n: dict[str, Any]) -> tuple:
-    """(input scale, zp, output scale, zp, multiplier, shift) of a MEAN node."""
-    qp = bundle.qparams
-    (si, zi), (so, zo) = qp.act[n["inputs"][0]], qp.act[n["name"]]
-    m, s = quantize_multiplier(float(np.float64(np.float32(si)) / np.float64(np.float32(so))))
-    return si, zi, so, zo, m, s
-
-
-def _mean(x: torch.Tensor, n: dict[str, Any], p: tuple) -> torch.Tensor:
-    """MEAN over H and W as LiteRT's reference kernel computes it: the count is folded
-    into the multiplier of s_in / s_out in integers (``M' = (M << k) // count``,
-    ``shift' = shift - k`` with ``k = floor(log2 count)`` capped at 32 and 31 + shift),
-    then ``MultiplyByQuantizedMultiplier(sum(q - zi), M', shift') + zo``, clamped.
-    (Checked against ai-edge-litert 2.3.0 with keep_dims true and false, equal and
-    different input/output scales.)"""
-    si, zi, so, zo, m, s = p
-    count = int(x.shape[2] * x.shape[3])
-    k = min(count.bit_length() - 1, 32, 31 + s)
-    m2, s2 = (m << k) // count, s - k
-    q = (mbqm((x - zi).sum(dim=(2, 3)), m2, s2) + zo).clamp(-128, 127)
-    return q[:, :, None, None] if n["keep_dims"] else q

@@ -11,6 +11,8 @@ where C++ truncates), so the results are bit-identical to the reference kernels:
   gemmlowp double-rounding form (SaturatingRoundingDoublingHighMul, then
   RoundingDivideByPOT) is kept as ``single=False``. They differ on near-ties: on the
   MLPerf ResNet8's dense layer 2 % of the codes.
+* ``add_int8``: the int8 ADD (both inputs shifted left by ADD_LEFT_SHIFT, rescaled by their
+  own multipliers, summed, rescaled).
 * the int8 SOFTMAX of the reference kernel: gemmlowp fixed point (Q5.26 input differences,
   exp on negative values by a Taylor polynomial and a barrel shifter, Q12.19 sum, reciprocal
   by Newton-Raphson), as in ``reference_ops::Softmax``.
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+ADD_LEFT_SHIFT = 20       # ADD's inputs are shifted left by this before their rescaling
 
 
 def wrap32(x: torch.Tensor) -> torch.Tensor:
@@ -215,3 +218,12 @@ def _bit_length(t: torch.Tensor) -> torch.Tensor:
         n = n + big.to(torch.int64) * s
         v = torch.where(big, v >> s, v)
     return n + (v > 0).to(torch.int64)
+
+
+def add_int8(a: torch.Tensor, b: torch.Tensor, q: tuple) -> torch.Tensor:
+    """TFLite int8 ADD of int64 codes a, b (``q``: nn.tflite_engine.TfliteEngine.add_q's constants:
+    input zero points, multipliers, shifts, output zero point, multiplier, shift, clamp range)."""
+    z1, m1, sh1, z2, m2, sh2, zo, mo, sho, lo, hi = q
+    x = mbqm((a - z1) << ADD_LEFT_SHIFT, m1, sh1)
+    y = mbqm((b - z2) << ADD_LEFT_SHIFT, m2, sh2)
+    return (mbqm(x + y, mo, sho) + zo).clamp(lo, hi)

@@ -78,16 +78,17 @@ def test_add_table_and_pool_kernels_equal_torch_reference() -> None:
     """The numba backend's ADD (one 256 x 256 table built by the reference arithmetic, looked up
     by lookup2) and pool_nhwc (average and max, padded windows, strides) against the torch
     reference functions, over every pair of int8 codes and random tensors."""
-    from nn.tflite_engine import _add_ref, _avgpool, _maxpool, _pool_fast
+    from nn.tflite_ops import add_int8
+    from nn.tflite_pool import avgpool, maxpool, pool_fast
 
     q = (-5, 1518500250, -1, 7, 1173741824, 0, -3, 1695809536, -19, -128, 127)
     codes = np.arange(-128, 128, dtype=np.float32)
     a, b = np.repeat(codes, 256), np.tile(codes, 256)  # every pair
     codes_t = torch.arange(-128, 128, dtype=torch.int64)
-    tab = _add_ref(codes_t[:, None].expand(256, 256), codes_t[None, :].expand(256, 256), q)
+    tab = add_int8(codes_t[:, None].expand(256, 256), codes_t[None, :].expand(256, 256), q)
     out = np.empty_like(a)
     K.lookup2(a, b, tab.reshape(-1).numpy().astype(np.float32), out)
-    want = _add_ref(torch.from_numpy(a).long(), torch.from_numpy(b).long(), q)
+    want = add_int8(torch.from_numpy(a).long(), torch.from_numpy(b).long(), q)
     assert np.array_equal(out, want.numpy().astype(np.float32))
     assert len(np.unique(out)) > 100  # a real rescaling, not a constant table
     rng = np.random.default_rng(4)
@@ -95,9 +96,9 @@ def test_add_table_and_pool_kernels_equal_torch_reference() -> None:
         memory_format=torch.channels_last)
     for k, st, pad4, lohi in (([3, 3], [2, 2], [1, 1, 1, 1], (-128, 127)), ([2, 3], [1, 2], [0, 1, 1, 0], (-20, 90)),
                               ([9, 7], [1, 1], [0, 0, 0, 0], (-128, 127))):
-        for op, ref in (("tfl_avgpool", _avgpool), ("tfl_maxpool", _maxpool)):
+        for op, ref in (("tfl_avgpool", avgpool), ("tfl_maxpool", maxpool)):
             n = {"op": op, "kernel": k, "stride": st, "pad4": pad4}
-            got = _pool_fast(x, n, lohi)
+            got = pool_fast(x, n, lohi)
             want = ref(x.to(torch.int64), n).clamp(*lohi)
             assert got.shape == want.shape and torch.equal(got.to(torch.int64), want), (op, k, st, pad4)
 

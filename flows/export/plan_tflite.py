@@ -65,7 +65,7 @@ def plan_tflite(bundle: Any, engine: Any, lanes: int, softmax: bool = True
                 ) -> tuple[list[Step], dict[str, Tensor], int, str]:
     """Steps, RAM layout (every tensor its own CHW region; reshapes alias), RAM size and the name
     of the node whose codes the RTL leaves in RAM (the graph's output, or SOFTMAX's input)."""
-    from nn.tflite_engine import ADD_LEFT_SHIFT
+    from nn.tflite_ops import ADD_LEFT_SHIFT
 
     g = bundle.graph
     layers = g.layers()
