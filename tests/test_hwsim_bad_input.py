@@ -23,7 +23,7 @@ BAD = {
     "undriven": (HEAD + "  assign O[2:0] = {A[0] & B[1], A[1] & B[0], A[0] & B[0]};\n" + GOOD_TAIL,
                  "undriven net mul2u_bad.O[3]"),
     "binary": (b"\x00\xff\xfe garbage", "not Verilog"),
-    # sizes that would take unbounded memory or time if elaborated (refused by hwsim.parse)
+    # sizes that would take unbounded memory or time if elaborated (refused by hwsim.elaborate)
     "huge_bus": (HEAD.replace("input [1:0] A", "input [2147483647:0] A") + "  assign O = 4'b0;\n" + GOOD_TAIL,
                  "net 'A' is 2147483648 bits wide; allowed: at most 4096"),
     "huge_replication": (HEAD + "  assign O = {2147483647{A[0]}};\n" + GOOD_TAIL,
