@@ -109,9 +109,9 @@ def test_dask_executor_matches_local(env):
                                   dashboard_address=None) as cluster:
         res = run_dse(dict(SMALL, model=env["model"], executor="dask", scheduler=cluster.scheduler_address),
                       env["root"] / "dask", progress=False)
-        from flows.dse import _DaskExecutor
+        from flows.dse_executors import DaskExecutor
 
-        ex = _DaskExecutor(cluster.scheduler_address)  # compute threads: the host's cores over its 1 worker
+        ex = DaskExecutor(cluster.scheduler_address)  # compute threads: the host's cores over its 1 worker
         assert list(ex.threads.values()) == [os.cpu_count() or 1]
         ex.close()
     assert res.computed == len(res.evaluations)
