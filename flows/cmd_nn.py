@@ -32,7 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "channels_last")
     t.add_argument("--batch", type=positive_int, default=None, help="default: the recipe's (32 or 128)")
     t.add_argument("--lr", type=finite_float(0, 10, lo_open=True), default=None,
-                   help="peak learning rate (default: the recipe's, 2e-3 or 0.05); QAT uses a tenth of it")
+                   help="peak learning rate (default: the recipe's, 2e-3 or 0.05)")
+    t.add_argument("--qat-lr", type=finite_float(0, 10, lo_open=True), default=None,
+                   help="peak learning rate of the QAT phase (default: a tenth of --lr); a checkpoint still in "
+                        "its float phase resumes with another value")
     t.add_argument("--checkpoint", type=out_file, default=None,
                    help="training state written after every epoch (atomic); with --resume, continue from it")
     t.add_argument("--resume", action="store_true",
@@ -117,6 +120,8 @@ def _train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    if args.qat_lr is not None and not args.qat:
+        raise AxlabError(f"--qat-lr {args.qat_lr}: needs --qat")
     if args.resume and not args.checkpoint:
         raise AxlabError("--resume needs --checkpoint FILE (the file the interrupted run wrote)")
     if args.checkpoint and not args.resume and Path(args.checkpoint).exists():
@@ -125,7 +130,7 @@ def _train(args: argparse.Namespace) -> int:
     t0 = time.time()
     x, y = load_dataset(args.dataset, "test")  # before training: a broken test split fails now, not hours later
     bundle = train(args.model, args.dataset, args.epochs, qat=args.qat, seed=args.seed,
-                   qat_epochs=args.qat_epochs, batch=args.batch, lr=args.lr,
+                   qat_epochs=args.qat_epochs, batch=args.batch, lr=args.lr, qat_lr=args.qat_lr,
                    threads=args.threads if args.threads is not None else (1 if args.model == "minnet" else None),
                    recipe=args.recipe, checkpoint=args.checkpoint, resume=args.resume,
                    log=lambda line: tqdm.write(line, file=sys.stderr))

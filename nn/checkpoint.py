@@ -82,9 +82,12 @@ def load_checkpoint(path: str | Path | None, config: dict[str, Any]) -> TrainSta
     if not path.exists():
         raise AxlabError(f"--resume: checkpoint {path} does not exist (start without --resume)")
     state = read_checkpoint(path)
-    saved = state.config
+    # checkpoints written before qat_lr was a setting used a tenth of lr
+    saved = {"qat_lr": state.config["lr"] * 0.1, **state.config} if "lr" in state.config else state.config
     # user-facing settings first; float_epochs is derived from epochs and qat_epochs
     for key in sorted(set(saved) | set(config), key=lambda k: (k == "float_epochs", k)):
+        if key == "qat_lr" and state.phase == "float":
+            continue  # QAT has not begun: the float phase does not depend on it
         if saved.get(key) != config.get(key):
             raise AxlabError(f"{path}: checkpoint was written with {key}={saved.get(key)!r}, this run has "
                              f"{key}={config.get(key)!r}; resume with the checkpoint's settings or start a new "

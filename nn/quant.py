@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn as tnn
 
+from hwsim.errors import AxlabError
 from nn.graph import LAYER_OPS, QUANT_OPS, Graph
 from nn.graph_check import is_tflite_graph
 
@@ -110,8 +112,6 @@ class GraphModule(tnn.Module):
                  ranges: dict[str, tuple[float, float]] | None = None, momentum: float = 0.05) -> None:
         super().__init__()
         if is_tflite_graph(graph.nodes):
-            from hwsim.errors import AxlabError
-
             raise AxlabError("graphs of imported TFLite models run in nn.tflite_float.TfliteFloatModule "
                              "(float / fake-quant twin), not GraphModule")
         self.graph = graph
@@ -167,7 +167,11 @@ class GraphModule(tnn.Module):
             self._observe(name, y)
         if self.observe:
             return y
-        s, zp = act_qparams(*self.ranges[name])
+        lo, hi = self.ranges[name]
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise AxlabError(f"activation range of {name} is [{lo}, {hi}]: training diverged; lower the learning "
+                             "rate (--lr, or --qat-lr in the QAT phase)")
+        s, zp = act_qparams(lo, hi)
         return fake_quant(y, s, zp)
 
     def _layer_wb(self, n: dict, s_in: float | None, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

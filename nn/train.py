@@ -59,6 +59,7 @@ class TrainConfig:
     lr: float
     batch: int
     recipe: str
+    qat_lr: float  # peak learning rate of the QAT phase; resolved: a tenth of lr unless given
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,7 +67,7 @@ class TrainConfig:
 
 def resolve_config(arch: str, dataset: str, epochs: int, qat: bool = False, seed: int = 0,
                    qat_epochs: int | None = None, batch: int | None = None, lr: float | None = None,
-                   recipe: str = "default") -> TrainConfig:
+                   recipe: str = "default", qat_lr: float | None = None) -> TrainConfig:
     """Fill the recipe's defaults and split ``epochs`` into float and QAT epochs."""
     from hwsim.errors import AxlabError
 
@@ -76,8 +77,10 @@ def resolve_config(arch: str, dataset: str, epochs: int, qat: bool = False, seed
     d_lr, d_batch = RECIPE_DEFAULTS[recipe]
     q_ep = (qat_epochs if qat_epochs is not None else max(1, epochs // 4)) if qat else 0
     f_ep = max(1, epochs - q_ep) if epochs > 0 else 0
+    peak = float(lr if lr is not None else d_lr)
     return TrainConfig(arch, dataset, int(epochs), bool(q_ep), int(q_ep), int(f_ep), int(seed),
-                       float(lr if lr is not None else d_lr), int(batch if batch is not None else d_batch), recipe)
+                       peak, int(batch if batch is not None else d_batch), recipe,
+                       float(qat_lr) if qat_lr is not None else peak * 0.1)
 
 
 def _to_float(x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -109,7 +112,7 @@ class _Recipe:
         epochs = cfg.float_epochs if phase == "float" else cfg.qat_epochs
         self.total = max(1, epochs * steps_per_epoch)
         self.warmup = min(2 * steps_per_epoch, self.total // 4) if (self.cifar and phase == "float") else 0
-        self.base_lr = cfg.lr if phase == "float" else cfg.lr * 0.1
+        self.base_lr = cfg.lr if phase == "float" else cfg.qat_lr
         self.flip = parse_spec(cfg.dataset)[0] != "digits"
         self.shift = 4 if self.cifar else 2
         self.memory_format = torch.channels_last if self.cifar else torch.contiguous_format
@@ -156,6 +159,11 @@ def _run_epoch(model: tnn.Module, opt: torch.optim.Optimizer, recipe: _Recipe, x
                 g["lr"] = recipe.lr_at(step)
             out = model(xb)
             loss = F.cross_entropy(out, yt[idx])
+            if not math.isfinite(float(loss.detach())):
+                from hwsim.errors import AxlabError
+
+                raise AxlabError(f"{desc}: the loss is {float(loss.detach())} at step {step + 1}: training diverged; "
+                                 "lower the learning rate (--lr, or --qat-lr in the QAT phase)")
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -192,12 +200,12 @@ def train(arch_or_module: str | tnn.Module, dataset: str, epochs: int, qat: bool
           qat_epochs: int | None = None, batch: int | None = None, lr: float | None = None,
           threads: int | None = None, recipe: str = "default", checkpoint: str | Path | None = None,
           resume: bool = False, on_epoch: Callable[[TrainState], None] | None = None,
-          log: Callable[[str], None] | None = None) -> ModelBundle:
+          log: Callable[[str], None] | None = None, qat_lr: float | None = None) -> ModelBundle:
     """Train a model and return its bundle (always quantised: by QAT, or by calibration).
 
     With ``qat`` the ``epochs`` are split: ``epochs - qat_epochs`` float, then ``qat_epochs``
     (default max(1, epochs // 4)) of quantisation-aware fine-tuning. ``batch``/``lr`` default to
-    the recipe's. ``threads``: torch intra-op threads while training (restored afterwards);
+    the recipe's; ``qat_lr`` (the QAT phase's peak learning rate) to a tenth of ``lr``. ``threads``: torch intra-op threads while training (restored afterwards);
     None keeps the current setting. Small models on small batches (MinNet, batch 32) train about
     as fast on one thread and far more predictably on a busy machine.
     ``checkpoint``: file written after every epoch; ``resume`` continues from it (the
@@ -210,7 +218,7 @@ def train(arch_or_module: str | tnn.Module, dataset: str, epochs: int, qat: bool
         torch.set_num_threads(max(1, int(threads)))
     try:
         return _train(arch_or_module, dataset, epochs, qat, seed, qat_epochs, batch, lr, recipe,
-                      Path(checkpoint) if checkpoint else None, resume, on_epoch, log)
+                      Path(checkpoint) if checkpoint else None, resume, on_epoch, log, qat_lr)
     finally:
         torch.set_num_threads(old)
 
@@ -218,11 +226,11 @@ def train(arch_or_module: str | tnn.Module, dataset: str, epochs: int, qat: bool
 def _train(arch_or_module: str | tnn.Module, dataset: str, epochs: int, qat: bool, seed: int,
            qat_epochs: int | None, batch: int | None, lr: float | None, recipe_name: str, ckpt: Path | None,
            resume: bool, on_epoch: Callable[[TrainState], None] | None,
-           log: Callable[[str], None] | None) -> ModelBundle:
+           log: Callable[[str], None] | None, qat_lr: float | None = None) -> ModelBundle:
     from hwsim.errors import AxlabError
 
     arch = arch_or_module if isinstance(arch_or_module, str) else type(arch_or_module).__name__
-    cfg = resolve_config(arch, dataset, epochs, qat, seed, qat_epochs, batch, lr, recipe_name)
+    cfg = resolve_config(arch, dataset, epochs, qat, seed, qat_epochs, batch, lr, recipe_name, qat_lr)
     if resume and not isinstance(arch_or_module, str):
         raise AxlabError("resume needs a built-in architecture name, not a torch module")
     if resume and ckpt is None:
@@ -324,6 +332,8 @@ def _train(arch_or_module: str | tnn.Module, dataset: str, epochs: int, qat: boo
             "val_acc_fq": accuracy(GraphModule(qgraph, "fq", qparams=qp), xva, yva)}
     if recipe_name != "default":
         meta.update(recipe=recipe_name, lr=cfg.lr, batch=cfg.batch)
+    if qat_lr is not None:  # only when given: files of runs without it keep their bytes
+        meta.update(qat_lr=cfg.qat_lr)
     return ModelBundle(arch, graph, qat_params, qp, dataset, meta)
 
 

@@ -163,3 +163,49 @@ def test_sigkilled_cli_run_resumes_to_the_same_model_file(folder, tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "run.axm").read_bytes() == (tmp_path / "ref.axm").read_bytes()
+
+
+def test_qat_lr_may_change_while_the_checkpoint_is_in_its_float_phase(folder, reference, tmp_path):
+    """--qat-lr only drives QAT: a float-phase checkpoint resumed with another value ends with the
+    weights of an uninterrupted run with that value (and not the default's); inside QAT it is
+    refused; a checkpoint written before the setting existed counts as a tenth of lr."""
+    from nn.checkpoint import save_checkpoint
+
+    other = train("resnet8", folder, qat_lr=0.0123, **KW)
+    assert other.to_bytes() != reference.to_bytes()
+    ckpt = tmp_path / "run.ckpt"
+
+    def stop_at(n):  # noqa: ANN001, ANN202
+        def stop(state):  # noqa: ANN001, ANN202
+            if len(state.history) == n:
+                raise StopTraining
+        return stop
+
+    with pytest.raises(StopTraining):
+        train("resnet8", folder, checkpoint=ckpt, on_epoch=stop_at(2), **KW)   # float phase done
+    st = read_checkpoint(ckpt)
+    st.config.pop("qat_lr")                      # as written before qat_lr was a setting
+    save_checkpoint(ckpt, st)
+    _same_weights(train("resnet8", folder, checkpoint=ckpt, resume=True, qat_lr=0.0123, **KW), other)
+
+    ckpt2 = tmp_path / "run2.ckpt"
+    with pytest.raises(StopTraining):
+        train("resnet8", folder, checkpoint=ckpt2, on_epoch=stop_at(3), **KW)  # inside QAT
+    with pytest.raises(AxlabError, match="qat_lr"):
+        train("resnet8", folder, checkpoint=ckpt2, resume=True, qat_lr=0.0123, **KW)
+    old = read_checkpoint(ckpt2)
+    old.config.pop("qat_lr")
+    save_checkpoint(ckpt2, old)
+    _same_weights(train("resnet8", folder, checkpoint=ckpt2, resume=True, **KW), reference)
+
+
+def test_a_diverging_training_stops_with_one_line_naming_the_remedy(folder, capsys):
+    """A QAT learning rate far too high: the first non-finite activation range (or loss) stops the
+    run with an AxlabError instead of a NaN traceback deep in the quantiser."""
+    with pytest.raises(AxlabError, match="training diverged; lower the learning rate"):
+        train("resnet8", folder, qat_lr=1000.0, **KW)
+    from flows.cli import main
+
+    assert main(["train", "--arch", "resnet8", "--dataset", folder, "--epochs", "1", "--qat-lr", "0.01",
+                 "--out", "never.axm"]) == 2
+    assert "--qat-lr 0.01: needs --qat" in capsys.readouterr().err
