@@ -120,26 +120,32 @@ class Scope:
             else:
                 raise self.elab.error(item, f"unsupported construct {item.__class__.__name__}")
 
+    def _selected(self, node: va.Node, assign: bool) -> list[int]:
+        """Bit offsets (LSB-relative, in select order) of a bit or part select, range-checked; the
+        message says whether the select is assigned to (``assign``) or read."""
+        name = node.var.name
+        port = self._net(name, node)
+        if isinstance(node, va.Pointer):
+            k = port.offset(self._const(node.ptr))
+            if not 0 <= k < port.width:
+                raise self.elab.error(node, f"assignment to bit {k} of {name} out of range (it has bits "
+                                            f"[{port.msb}:{port.lsb}])" if assign else
+                                      f"bit select {name}[{self._const(node.ptr)}] out of range")
+            return [k]
+        hi, lo = port.offset(self._const(node.msb)), port.offset(self._const(node.lsb))
+        if not (0 <= hi < port.width and 0 <= lo < port.width):
+            raise self.elab.error(node, f"{'assignment to a part select' if assign else 'part select'} of {name} "
+                                        f"out of range (it has bits [{port.msb}:{port.lsb}])")
+        step = 1 if hi >= lo else -1
+        return list(range(lo, hi + step, step))
+
     def _targets(self, lhs: va.Node, line: int) -> list[tuple[str, int]]:
         """(net, bit offset) of an assignment target, LSB first."""
         if isinstance(lhs, va.Identifier):
             port = self._net(lhs.name, lhs)
             return [(lhs.name, k) for k in range(port.width)]
-        if isinstance(lhs, va.Pointer):
-            port = self._net(lhs.var.name, lhs)
-            k = port.offset(self._const(lhs.ptr))
-            if not 0 <= k < port.width:
-                raise self.elab.error(lhs, f"assignment to bit {k} of {lhs.var.name} out of range (it has bits "
-                                           f"[{port.msb}:{port.lsb}])")
-            return [(lhs.var.name, k)]
-        if isinstance(lhs, va.Partselect):
-            port = self._net(lhs.var.name, lhs)
-            hi, lo = port.offset(self._const(lhs.msb)), port.offset(self._const(lhs.lsb))
-            if not (0 <= hi < port.width and 0 <= lo < port.width):
-                raise self.elab.error(lhs, f"assignment to a part select of {lhs.var.name} out of range (it has "
-                                           f"bits [{port.msb}:{port.lsb}])")
-            step = 1 if hi >= lo else -1
-            return [(lhs.var.name, k) for k in range(lo, hi + step, step)]
+        if isinstance(lhs, (va.Pointer, va.Partselect)):
+            return [(lhs.var.name, k) for k in self._selected(lhs, assign=True)]
         if isinstance(lhs, (va.LConcat, va.Concat)):
             out: list[tuple[str, int]] = []
             for part in reversed(lhs.list):
@@ -269,20 +275,8 @@ class Scope:
         if isinstance(node, va.IntConst):
             value, width = _int_value(node.value, self.elab.where, node.lineno)
             return [g.const((value >> k) & 1) for k in range(width)]
-        if isinstance(node, va.Pointer):
-            port = self._net(node.var.name, node)
-            k = port.offset(self._const(node.ptr))
-            if not 0 <= k < port.width:
-                raise self.elab.error(node, f"bit select {node.var.name}[{self._const(node.ptr)}] out of range")
-            return [self.bit(node.var.name, k)]
-        if isinstance(node, va.Partselect):
-            port = self._net(node.var.name, node)
-            hi, lo = port.offset(self._const(node.msb)), port.offset(self._const(node.lsb))
-            if not (0 <= hi < port.width and 0 <= lo < port.width):
-                raise self.elab.error(node, f"part select of {node.var.name} out of range (it has bits "
-                                            f"[{port.msb}:{port.lsb}])")
-            step = 1 if hi >= lo else -1
-            return [self.bit(node.var.name, k) for k in range(lo, hi + step, step)]
+        if isinstance(node, (va.Pointer, va.Partselect)):
+            return [self.bit(node.var.name, k) for k in self._selected(node, assign=False)]
         if isinstance(node, va.Concat):
             out: list[int] = []
             for part in reversed(node.list):

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn as tnn
 
+from hwsim.errors import AxlabError
 from nn.bundle import ModelBundle
 from nn.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from nn.data import load_dataset, parse_spec
@@ -69,8 +70,6 @@ def resolve_config(arch: str, dataset: str, epochs: int, qat: bool = False, seed
                    qat_epochs: int | None = None, batch: int | None = None, lr: float | None = None,
                    recipe: str = "default", qat_lr: float | None = None) -> TrainConfig:
     """Fill the recipe's defaults and split ``epochs`` into float and QAT epochs."""
-    from hwsim.errors import AxlabError
-
     if recipe not in RECIPES:
         raise AxlabError(f"unknown training recipe {recipe!r} (known: {', '.join(RECIPES)})")
     parse_spec(dataset)
@@ -159,16 +158,15 @@ def _run_epoch(model: tnn.Module, opt: torch.optim.Optimizer, recipe: _Recipe, x
                 g["lr"] = recipe.lr_at(step)
             out = model(xb)
             loss = F.cross_entropy(out, yt[idx])
-            if not math.isfinite(float(loss.detach())):
-                from hwsim.errors import AxlabError
-
-                raise AxlabError(f"{desc}: the loss is {float(loss.detach())} at step {step + 1}: training diverged; "
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise AxlabError(f"{desc}: the loss is {value} at step {step + 1}: training diverged; "
                                  "lower the learning rate (--lr, or --qat-lr in the QAT phase)")
             opt.zero_grad()
             loss.backward()
             opt.step()
             step += 1
-            tot += float(loss.detach()) * len(idx)
+            tot += value * len(idx)
             correct += int((out.argmax(1) == yt[idx]).sum())
             n += len(idx)
             bar.update(len(idx))
@@ -205,8 +203,9 @@ def train(arch_or_module: str | tnn.Module, dataset: str, epochs: int, qat: bool
 
     With ``qat`` the ``epochs`` are split: ``epochs - qat_epochs`` float, then ``qat_epochs``
     (default max(1, epochs // 4)) of quantisation-aware fine-tuning. ``batch``/``lr`` default to
-    the recipe's; ``qat_lr`` (the QAT phase's peak learning rate) to a tenth of ``lr``. ``threads``: torch intra-op threads while training (restored afterwards);
-    None keeps the current setting. Small models on small batches (MinNet, batch 32) train about
+    the recipe's; ``qat_lr`` (the QAT phase's peak learning rate) to a tenth of ``lr``.
+    ``threads``: torch intra-op threads while training (restored afterwards); None keeps the
+    current setting. Small models on small batches (MinNet, batch 32) train about
     as fast on one thread and far more predictably on a busy machine.
     ``checkpoint``: file written after every epoch; ``resume`` continues from it (the
     configuration must match; a built-in ``arch`` name is needed). ``on_epoch`` is called after
@@ -227,8 +226,6 @@ def _train(arch_or_module: str | tnn.Module, dataset: str, epochs: int, qat: boo
            qat_epochs: int | None, batch: int | None, lr: float | None, recipe_name: str, ckpt: Path | None,
            resume: bool, on_epoch: Callable[[TrainState], None] | None,
            log: Callable[[str], None] | None, qat_lr: float | None = None) -> ModelBundle:
-    from hwsim.errors import AxlabError
-
     arch = arch_or_module if isinstance(arch_or_module, str) else type(arch_or_module).__name__
     cfg = resolve_config(arch, dataset, epochs, qat, seed, qat_epochs, batch, lr, recipe_name, qat_lr)
     if resume and not isinstance(arch_or_module, str):

@@ -32,6 +32,8 @@ BAD = {
     "long_decimal": (HEAD + "  assign O = " + "9" * 5000 + ";\n" + GOOD_TAIL, "constant of 5000 characters"),
     "part_select_range": (HEAD + "  assign O = A[1000000:0];\n" + GOOD_TAIL, "part select of A out of range"),
     "target_range": (HEAD + "  assign O[1000000000:0] = 4'b0;\n" + GOOD_TAIL, "part select of O out of range"),
+    "bit_select_range": (HEAD + "  assign O = {3'b0, A[7]};\n" + GOOD_TAIL, "bit select A[7] out of range"),
+    "target_bit_range": (HEAD + "  assign O[9] = 1'b0;\n" + GOOD_TAIL, "assignment to bit 9 of O out of range"),
 }
 
 
