@@ -82,6 +82,15 @@ def evaluate_design(ctx: dict[str, Any], genes: list[int]) -> tuple[dict[str, An
 
 
 # ----------------------------------------------------------------------------- executors
+def usable_cores() -> int:
+    """The CPUs this process may run on: its affinity set (``taskset``, a cgroup cpuset) where
+    the OS reports one, else every logical CPU of the host."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def _init_worker(n: int) -> None:
     """Worker initializer: exit with the parent; n compute threads per worker, so workers x threads <= cores (spinning
     thread pools of torch and numba slow down many times over when oversubscribed)."""
@@ -104,7 +113,7 @@ class LocalExecutor:
         # spawn, not fork: a forked child of a process running torch/numba thread pools can
         # deadlock on a lock held by one of those threads at fork time
         ctx = multiprocessing.get_context("spawn")
-        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+        threads = max(1, usable_cores() // max(1, workers))
         self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                                         initargs=(threads,)) if workers > 1 else None
 
@@ -181,10 +190,11 @@ class DaskExecutor:
             raise AxlabError(f"--scheduler {scheduler}: cannot connect to the Dask scheduler "
                              f"({' '.join(str(exc).split()) or exc.__class__.__name__})") from None
 
-        # compute threads per worker as the local pool gives them: the host's cores over the
-        # worker processes on it (numba's and torch's pools oversubscribed run many times slower)
+        # compute threads per worker as the local pool gives them: the cores a worker may use
+        # over the worker processes on its host (numba's and torch's pools oversubscribed run
+        # many times slower; a worker pinned with taskset to one core gets one thread)
         workers = self.client.scheduler_info()["workers"]
-        cores = self.client.run(os.cpu_count)
+        cores = self.client.run(usable_cores)
         procs = Counter(_host(a) for a in workers)
         self.threads = {_host(a): max(1, (cores.get(a) or 1) // procs[_host(a)]) for a in workers}
 

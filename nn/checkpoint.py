@@ -18,6 +18,10 @@ import torch
 from hwsim.errors import AxlabError
 from hwsim.fileio import atomic_write
 
+# The QAT phase's peak learning rate when --qat-lr is not given (and in checkpoints written
+# before it was a setting): this fraction of the float phase's peak lr.
+QAT_LR_FRACTION = 0.1
+
 MAGIC = b"axlab-train-ckpt/1\n"
 
 
@@ -82,8 +86,7 @@ def load_checkpoint(path: str | Path | None, config: dict[str, Any]) -> TrainSta
     if not path.exists():
         raise AxlabError(f"--resume: checkpoint {path} does not exist (start without --resume)")
     state = read_checkpoint(path)
-    # checkpoints written before qat_lr was a setting used a tenth of lr
-    saved = {"qat_lr": state.config["lr"] * 0.1, **state.config} if "lr" in state.config else state.config
+    saved = {"qat_lr": state.config["lr"] * QAT_LR_FRACTION, **state.config} if "lr" in state.config else state.config
     # user-facing settings first; float_epochs is derived from epochs and qat_epochs
     for key in sorted(set(saved) | set(config), key=lambda k: (k == "float_epochs", k)):
         if key == "qat_lr" and state.phase == "float":

@@ -31,7 +31,7 @@ from torch import nn as tnn
 
 from hwsim.errors import AxlabError
 from nn.bundle import ModelBundle
-from nn.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from nn.checkpoint import QAT_LR_FRACTION, TrainState, load_checkpoint, save_checkpoint
 from nn.data import load_dataset, parse_spec
 from nn.graph import Graph, from_torch
 from nn.models import build_model
@@ -79,7 +79,7 @@ def resolve_config(arch: str, dataset: str, epochs: int, qat: bool = False, seed
     peak = float(lr if lr is not None else d_lr)
     return TrainConfig(arch, dataset, int(epochs), bool(q_ep), int(q_ep), int(f_ep), int(seed),
                        peak, int(batch if batch is not None else d_batch), recipe,
-                       float(qat_lr) if qat_lr is not None else peak * 0.1)
+                       float(qat_lr) if qat_lr is not None else peak * QAT_LR_FRACTION)
 
 
 def _to_float(x: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -109,16 +109,27 @@ def test_dask_executor_matches_local(env):
                                   dashboard_address=None) as cluster:
         res = run_dse(dict(SMALL, model=env["model"], executor="dask", scheduler=cluster.scheduler_address),
                       env["root"] / "dask", progress=False)
-        from flows.dse_executors import DaskExecutor
+        from flows.dse_executors import DaskExecutor, usable_cores
 
-        ex = DaskExecutor(cluster.scheduler_address)  # compute threads: the host's cores over its 1 worker
-        assert list(ex.threads.values()) == [os.cpu_count() or 1]
+        ex = DaskExecutor(cluster.scheduler_address)  # compute threads: the worker's cores over its 1 worker
+        assert list(ex.threads.values()) == [usable_cores()]
         ex.close()
     assert res.computed == len(res.evaluations)
     assert _front(env["root"] / "dask") == _front(reference)
     ref = {tuple(e["genes"]): e for e in json.loads((reference / "pareto.json").read_text())["pareto"]}
     for p in res.pareto:
         assert p["accuracy"] == ref[tuple(p["genes"])]["accuracy"]
+
+
+def test_usable_cores_follows_cpu_affinity(monkeypatch):
+    """A process pinned to one core (taskset -c 1) computes with one thread, not the host's CPU count."""
+    from flows import dse_executors
+
+    monkeypatch.setattr(dse_executors.os, "sched_getaffinity", lambda pid: {1}, raising=False)
+    monkeypatch.setattr(dse_executors.os, "cpu_count", lambda: 16)
+    assert dse_executors.usable_cores() == 1
+    monkeypatch.delattr(dse_executors.os, "sched_getaffinity")
+    assert dse_executors.usable_cores() == 16
 
 
 def test_flow_file_validation_errors(tmp_path):
