@@ -22,6 +22,9 @@ from hwsim.errors import AxlabError
 from nn.graph import LAYER_OPS, QUANT_OPS, Graph
 from nn.graph_check import is_tflite_graph
 
+# The remedy named when training diverges: a non-finite activation range here, a non-finite loss in nn.train
+DIVERGED = "training diverged; lower the learning rate (--lr, or --qat-lr in the QAT phase)"
+
 QMIN, QMAX = -128, 127
 WMAX = 127
 INPUT_SCALE, INPUT_ZP = 1.0 / 255.0, -128
@@ -169,8 +172,7 @@ class GraphModule(tnn.Module):
             return y
         lo, hi = self.ranges[name]
         if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise AxlabError(f"activation range of {name} is [{lo}, {hi}]: training diverged; lower the learning "
-                             "rate (--lr, or --qat-lr in the QAT phase)")
+            raise AxlabError(f"activation range of {name} is [{lo}, {hi}]: {DIVERGED}")
         s, zp = act_qparams(lo, hi)
         return fake_quant(y, s, zp)
 

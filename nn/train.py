@@ -35,7 +35,7 @@ from nn.checkpoint import QAT_LR_FRACTION, TrainState, load_checkpoint, save_che
 from nn.data import load_dataset, parse_spec
 from nn.graph import Graph, from_torch
 from nn.models import build_model
-from nn.quant import GraphModule, freeze
+from nn.quant import DIVERGED, GraphModule, freeze
 
 RECIPES = ("default", "cifar")
 # recipe -> (lr, batch) used when the caller passes None
@@ -160,8 +160,7 @@ def _run_epoch(model: tnn.Module, opt: torch.optim.Optimizer, recipe: _Recipe, x
             loss = F.cross_entropy(out, yt[idx])
             value = float(loss.detach())
             if not math.isfinite(value):
-                raise AxlabError(f"{desc}: the loss is {value} at step {step + 1}: training diverged; "
-                                 "lower the learning rate (--lr, or --qat-lr in the QAT phase)")
+                raise AxlabError(f"{desc}: the loss is {value} at step {step + 1}: {DIVERGED}")
             opt.zero_grad()
             loss.backward()
             opt.step()
