@@ -14,7 +14,9 @@ Stages, each a list of ``axlab`` commands logged to ``commands.sh`` and skipped 
              AxNNs of ``attacks.ax``; the evasion set of each run (thesis Eq. 4.5): images its
              target, the FpNN and the QNN classify correctly, or with ``attacks.study`` every
              implementation of the network
-``pixels``   (optional) Tables 3.4/3.7: labelled attack runs on one implementation of one network
+``pixels``   (optional) Tables 3.4/3.7: labelled attack runs on one implementation of one network;
+             their evasion set is ``axlab attack``'s default (images the FpNN and the QNN classify
+             correctly), since these tables compare attacks on that one network, not implementations
 ``transfer`` Table 4.5: the FpNN's adversarial examples fed to the QNN and the AxNNs
 ``cross``    Tables 4.6/4.7: adversarial examples crafted on each network's AxNNs fed to the
              AxNNs (``cross.to: ax``) or every implementation (``all``) of every network
@@ -252,7 +254,7 @@ class ThesisRunner(StagedRunner):
                     self.axlab(*base, *args, stdout=path)
 
     def _attack(self, net: str, label: str, impl_args: list[str], attack: str, n: int, params: list[str],
-                stem: Path) -> None:
+                stem: Path, study: bool = True) -> None:
         """One ``axlab attack`` run into ``stem``.jsonl (skipped when its summary exists; a note
         when the attack needs a float network the implementation lacks)."""
         from flows.thesis_networks import NEEDS_FLOAT
@@ -266,7 +268,7 @@ class ThesisRunner(StagedRunner):
         args = ["attack", "--model", self.model(net), *impl_args, "--attack", attack, "--dataset",
                 self.dataset(net), "--n", str(n), "--seed", str(self.flow["seed"]), "--backend",
                 self.flow["backend"], "--batch", str((self.flow["attacks"] or {}).get("batch", 10)),
-                "--out", f"{stem}.jsonl", "--json", "--no-progress", *self.study(net)]
+                "--out", f"{stem}.jsonl", "--json", "--no-progress", *(self.study(net) if study else [])]
         if params:
             args += ["--param", *params]
         self.axlab(*args, stdout=Path(f"{stem}.summary.json"))
@@ -295,7 +297,7 @@ class ThesisRunner(StagedRunner):
             item = {k: v for k, v in run.items() if k != "label"}
             attack, n = item.pop("attack"), item.pop("n", cfg["n"])
             self._attack(net, cfg["impl"], ["--impl", cfg["impl"]], attack, n,
-                         [f"{k}={v}" for k, v in item.items()], d / slug(run["label"]))
+                         [f"{k}={v}" for k, v in item.items()], d / slug(run["label"]), study=False)
 
     def stage_transfer(self, cfg: dict[str, Any]) -> None:
         for n in self.nets:

@@ -159,6 +159,10 @@ def test_thesis_cifar10_flow_end_to_end_on_stand_in(tmp_path, monkeypatch):
     assert (out / "eval" / "sa__ax_v1.json").exists() and (out / "attacks" / "sa__ax_v1__pgd.summary.json").exists()
     cmds = (out / "commands.sh").read_text()
     assert "--study" in cmds and "cifar10:../shared/data/cifar-10-subset" in cmds
+    # Table 4.4 cells: images every implementation classifies correctly (Eq. 4.5); Tables 3.4/3.7
+    # compare attacks on the one network: images its FpNN and QNN classify correctly
+    study = lambda stem: json.loads(stem.with_suffix(".meta.json").read_text())["study"]  # noqa: E731
+    assert len(study(out / "attacks" / "sa__fp__pgd")) >= 4 and study(out / "pixels" / "IP") == ["fp", "q"]
     report = (out / "report.md").read_text()
     for table in ("Table 4.3", "Table 4.4", "Table 4.5", "Table 3.4", "Table 3.7", "Table 4.7"):
         assert f"### {table} beside the study's" in report, table
