@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--hw-target", default="ecp5-85k", help="FPGA for --hw-cost synth (axlab export --target names)")
     d.add_argument("--hw-lanes", type=int_range(1, 256), default=1, help="lanes of the busiest layer for --hw-cost synth")
     d.add_argument("--hw-dsp", default="never", choices=["auto", "never"], help="DSP blocks for --hw-cost synth")
+    d.add_argument("--init", default="random", choices=["random", "uniform"],
+                   help="initial population: random designs (default), or first each multiplier in every "
+                        "layer, then random (finds designs within --max-acc-loss on deep networks)")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_dse)
 
@@ -69,7 +72,7 @@ def cmd_dse(args) -> int:
            "generations": args.gens, "val_images": args.val_images, "probe_images": args.probe_images,
            "attack": args.attack, "backend": args.backend, "seed": args.seed, "executor": args.executor,
            "scheduler": args.scheduler, "workers": args.workers, "store": args.store, "hw_cost": args.hw_cost,
-           "hw_target": args.hw_target, "hw_lanes": args.hw_lanes, "hw_dsp": args.hw_dsp}
+           "hw_target": args.hw_target, "hw_lanes": args.hw_lanes, "hw_dsp": args.hw_dsp, "init": args.init}
     if params is not None:
         cfg["attack_params"] = params
     res = run_dse(cfg, args.out, progress=not args.no_progress)

@@ -31,11 +31,16 @@ import numpy as np
 from flows.dse_executors import DaskExecutor, LocalExecutor, probe_scheduler
 from hwsim.errors import AxlabError
 
+# initial population: random designs, or first every multiplier alone in every layer (as many
+# as pop_size holds, in the multipliers' order), then random designs. On a deep network the
+# random start can hold no design within max_acc_loss: one unusable multiplier in any of ~26
+# layers ruins it (4 of the 13 mul8s do on CIFAR-10), while the uniform designs span the range.
+INITS = ("random", "uniform")
 OBJECTIVES = {"area": "area_um2", "power": "power_mw", "accuracy": "acc_loss", "robustness": "vulnerability"}
 DEFAULTS: dict[str, Any] = {
     "objectives": ["area", "accuracy", "robustness"], "max_acc_loss": None, "val_images": 300,
     "probe_images": 16, "attack": "square", "attack_params": {"n_queries": 100, "eps": 16 / 255}, "pop_size": 16,
-    "generations": 6, "seed": 0, "backend": "numba", "executor": "local", "workers": None,
+    "generations": 6, "seed": 0, "backend": "numba", "executor": "local", "workers": None, "init": "random",
     "scheduler": None, "data_seed": 0,
     # synthesis-backed hardware cost of the final front (flows.hwcost); not part of the search
     "hw_cost": "model", "hw_target": "ecp5-85k", "hw_lanes": 1, "hw_dsp": "never",
@@ -100,6 +105,8 @@ def check_dse_config(cfg: dict[str, Any]) -> None:
     if loss is not None and (isinstance(loss, bool) or not isinstance(loss, (int, float))
                              or not np.isfinite(loss) or not 0 <= loss <= 100):
         raise AxlabError(f"DSE max_acc_loss: must be a finite number of percentage points in [0, 100], got {loss!r}")
+    if cfg["init"] not in INITS:
+        raise AxlabError(f"DSE init: must be {' or '.join(INITS)}, got {cfg['init']!r}")
     if cfg["backend"] not in ("torch", "numba", "cuda"):
         raise AxlabError(f"DSE backend: must be torch, numba or cuda, got {cfg['backend']!r}")
     if cfg["executor"] not in ("local", "dask"):
@@ -162,7 +169,6 @@ def _search(cfg: dict[str, Any], out_dir: Path, bundle: Any, mults: list[str], l
     from pymoo.operators.crossover.sbx import SBX
     from pymoo.operators.mutation.pm import PM
     from pymoo.operators.repair.rounding import RoundingRepair
-    from pymoo.operators.sampling.rnd import IntegerRandomSampling
     from tqdm import tqdm
 
     from flows.dse_identity import claim_folder, folder_identity
@@ -187,7 +193,7 @@ def _search(cfg: dict[str, Any], out_dir: Path, bundle: Any, mults: list[str], l
     max_loss = cfg["max_acc_loss"]
     problem = Problem(n_var=len(layers), n_obj=len(objs), n_ieq_constr=1 if max_loss is not None else 0,
                       xl=0, xu=len(mults) - 1, vtype=int)
-    algo = NSGA2(pop_size=int(cfg["pop_size"]), sampling=IntegerRandomSampling(),
+    algo = NSGA2(pop_size=int(cfg["pop_size"]), sampling=_initial(cfg, len(layers), len(mults)),
                  crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
                  mutation=PM(eta=20, vtype=float, repair=RoundingRepair()), eliminate_duplicates=True)
     algo.setup(problem, termination=("n_gen", int(cfg["generations"])), seed=int(cfg["seed"]), verbose=False)
@@ -243,6 +249,19 @@ def _search(cfg: dict[str, Any], out_dir: Path, bundle: Any, mults: list[str], l
     result = _write_outputs(out_dir, cfg, bundle, mults, layers, rows, objs, max_loss, history, counts)
     result.computed = computed
     return result
+
+
+def _initial(cfg: dict[str, Any], n_layers: int, n_mults: int) -> Any:
+    """NSGA-II's initial population (``cfg['init']``): pymoo's seeded random sampling, or an
+    array (pop_size, n_layers) of multiplier indices starting with the uniform designs."""
+    from pymoo.operators.sampling.rnd import IntegerRandomSampling
+
+    if cfg["init"] == "random":
+        return IntegerRandomSampling()
+    pop = int(cfg["pop_size"])
+    uniform = np.repeat(np.arange(min(pop, n_mults))[:, None], n_layers, axis=1)
+    rest = np.random.default_rng(int(cfg["seed"])).integers(0, n_mults, size=(pop - len(uniform), n_layers))
+    return np.vstack([uniform, rest])
 
 
 def _feasible(rows, max_loss):

@@ -133,6 +133,7 @@ RULES: dict[str, Any] = {
     "dse.objectives": _objectives, "dse.max_acc_loss": _percent, "dse.pop_size": _int_at_least(2),
     "dse.generations": _int_at_least(1), "dse.val_images": _int_at_least(1), "dse.probe_images": _int_at_least(0),
     "dse.attack": _attack_name, "dse.workers": _int_at_least(1), "dse.executor": _choice("local", "dask"),
+    "dse.init": _choice("random", "uniform"),
     "dse.scheduler": _nonempty, "dse.hw_cost": _choice("model", "synth"), "dse.hw_target": _choice(*DEVICES),
     "dse.hw_lanes": _int_at_least(1), "dse.hw_dsp": _choice("auto", "never"),
     "attacks.designs": _int_at_least(0), "attacks.n": _int_at_least(1), "attacks.batch": _int_at_least(1),

@@ -57,6 +57,22 @@ def test_dse_writes_outputs_and_is_deterministic(env):
         for p in a.pareto]
 
 
+def test_uniform_start_evaluates_each_multiplier_in_every_layer_first(env):
+    """init: uniform puts every multiplier alone in every layer into the first generation (the
+    rest random, seeded); the folder records it, so a random-start rerun into it is refused."""
+    from flows.dse import run_dse
+
+    cfg = dict(SMALL, model=env["model"], generations=1, pop_size=6, init="uniform")
+    res = run_dse(cfg, env["root"] / "uni", progress=False)
+    genes = [tuple(e["genes"]) for e in res.evaluations]
+    assert {(m,) * 4 for m in range(4)} <= set(genes) and len(genes) == 6
+    assert run_dse(cfg, env["root"] / "uni2", progress=False).evaluations == res.evaluations   # seeded
+    with pytest.raises(AxlabError, match="init"):
+        run_dse(dict(cfg, init="random"), env["root"] / "uni", progress=False)
+    with pytest.raises(AxlabError, match="DSE init: must be random or uniform"):
+        run_dse(dict(cfg, init="best"), env["root"] / "uni3", progress=False)
+
+
 def _dse_cmd(env, out: Path) -> list[str]:
     return [sys.executable, "-m", "flows", "dse", "--model", env["model"], "--multipliers",
             ",".join(SMALL["multipliers"]), "--objectives", "area,accuracy,robustness", "--pop", "4", "--gens", "3",

@@ -76,6 +76,31 @@ def test_untrained_zoo_model_refused_before_output(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
+def test_dse_without_a_design_within_budget_takes_the_most_accurate(tmp_path, monkeypatch):
+    """No design within dse.max_acc_loss (so the feasible front is empty): AxNN v1 is the most
+    accurate design the search evaluated, written as a design file and marked out of budget."""
+    import flows.dse
+    from flows.flow import load_flow, make_runner
+    from nn.api import save_model
+    from tests.nn_fixtures import minnet_qat
+
+    save_model(minnet_qat(), tmp_path / "m.axm")
+    flow = load_flow(REPO / "flows" / "thesis_cifar10.yaml", [
+        f"networks=[{{name: sa, path: {tmp_path / 'm.axm'}}}]", "multipliers=[mul8s_bi_exact, mul8s_bi_tr4]", "attacks.ax=[mul8s_bi_tr4]",
+        "pixels=null"])
+    evals = [{"genes": [1, 1, 0, 1], "acc_loss": 9.0, "power_mw": 0.1},
+             {"genes": [0, 1, 1, 1], "acc_loss": 4.0, "power_mw": 0.2},
+             {"genes": [1, 1, 1, 1], "acc_loss": 30.0, "power_mw": 0.05}]
+    monkeypatch.setattr(flows.dse, "run_dse", lambda cfg, d, progress: flows.dse.DseResult(d, [], evals, [], 0))
+    runner = make_runner(flow, tmp_path / "out", progress=False)
+    (tmp_path / "out" / "dse" / "sa").mkdir(parents=True)
+    runner.stage_dse(flow["dse"])
+    choice = json.loads((tmp_path / "out" / "dse" / "sa" / "v1.choice.json").read_text())
+    assert choice["within_budget"] is False and choice["acc_loss"] == 4.0
+    v1 = json.loads(runner.v1("sa").read_text())
+    assert [layer["multiplier"] for layer in v1["layers"]] == ["mul8s_bi_exact"] + ["mul8s_bi_tr4"] * 3
+
+
 def test_side_by_side_tables_and_notes(tmp_path):
     from flows import reference_tables as rt
 
