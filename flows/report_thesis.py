@@ -234,8 +234,11 @@ def _table_4_3(run: Path, cfg: dict[str, Any], nets: list[dict[str, Any]], study
         ch = _json(run / "dse" / n / "v1.choice.json")
         if ch:
             cost[(n, "ax_v1")] = (ch.get("power_mw"), ch.get("area_um2"))
+            loss = ch.get("acc_loss")
+            gap = "" if loss is None else \
+                f", {_fmt(abs(loss))} points {'below' if loss >= 0 else 'above'} the QNN"
             b.append(("p", f"{n}: AxNN v1 = {' '.join(ch.get('multipliers') or [])} (DSE validation accuracy "
-                           f"{_fmt(ch.get('accuracy'))} %, {_fmt(ch.get('acc_loss'))} points below the QNN"
+                           f"{_fmt(ch.get('accuracy'))} %{gap}"
                            + ("" if ch.get("within_budget") else f"; no design within {ch.get('max_acc_loss')} "
                               "points, the most accurate taken") + ")."))
     _side(b, "Table 4.3", rt.side_4_3(study, nets, acc, cost), have)
