@@ -10,7 +10,8 @@ Identity (:data:`DSE_IDENTITY_KEYS`): the model by content (``model_sha256``), `
 ``data_seed``, the multiplier set by name and LUT content (``multipliers``, ``lut_sha256``),
 ``objectives`` (in the given order: it orders the outputs), ``max_acc_loss``, ``val_images``,
 ``probe_images``, ``attack``, ``attack_params``, ``seed``, ``pop_size``, ``generations``,
-``backend`` and ``init`` (the initial population, when not random). Metadata, recorded on the first run and not compared: paths (model file, multiplier
+``backend`` and ``init`` (the initial population; a folder written before it existed counts as
+``random``). Metadata, recorded on the first run and not compared: paths (model file, multiplier
 specs, ``store``), ``executor``, ``workers``, ``scheduler``, ``created`` (UTC): they change where
 and how fast evaluations run, not their results.
 
@@ -45,20 +46,16 @@ def folder_identity(cfg: dict[str, Any], model_sha256: str, luts: Sequence[Any])
         "objectives": list(cfg["objectives"]), "max_acc_loss": None if loss is None else float(loss),
         "val_images": int(cfg["val_images"]), "probe_images": int(cfg["probe_images"]), "attack": cfg["attack"],
         "attack_params": cfg["attack_params"], "seed": int(cfg["seed"]), "pop_size": int(cfg["pop_size"]),
-        "generations": int(cfg["generations"]), "backend": cfg["backend"],
-        # recorded only when not the default random start, so folders written before the option
-        # existed keep their identity
-        **({"init": cfg["init"]} if cfg.get("init", "random") != "random" else {})})
+        "generations": int(cfg["generations"]), "backend": cfg["backend"], "init": cfg["init"]})
 
 
 def claim_folder(out_dir: Path, identity: dict[str, Any], cfg: dict[str, Any]) -> None:
     """Refuse ``out_dir`` when it records another search; record ``identity`` in a new folder."""
     path = Path(out_dir) / IDENTITY_FILE
     if path.exists():
-        recorded = read_identity(path, "DSE run identity")
-        # init is recorded only when not random: compared when either side has it
-        keys = [k for k in DSE_IDENTITY_KEYS if k != "init" or k in recorded or k in identity]
-        check_identity(out_dir, recorded, identity, keys)
+        # a folder written before the init option existed started from random designs
+        recorded = {"init": "random", **read_identity(path, "DSE run identity")}
+        check_identity(out_dir, recorded, identity, DSE_IDENTITY_KEYS)
         return
     meta = {"model": str(cfg["model"]), "multiplier_specs": cfg["multipliers"], "store": cfg.get("store"),
             "executor": cfg["executor"], "workers": cfg.get("workers"), "scheduler": cfg.get("scheduler"),

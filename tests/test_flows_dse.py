@@ -71,6 +71,14 @@ def test_uniform_start_evaluates_each_multiplier_in_every_layer_first(env):
         run_dse(dict(cfg, init="random"), env["root"] / "uni", progress=False)
     with pytest.raises(AxlabError, match="DSE init: must be random or uniform"):
         run_dse(dict(cfg, init="best"), env["root"] / "uni3", progress=False)
+    # a folder written before the option existed (no init recorded) counts as a random start
+    old = env["root"] / "old"
+    run_dse(dict(cfg, init="random"), old, progress=False)
+    ident = json.loads((old / "dse_run.json").read_text())
+    (old / "dse_run.json").write_text(json.dumps({k: v for k, v in ident.items() if k != "init"}))
+    assert run_dse(dict(cfg, init="random"), old, progress=False).computed == 0
+    with pytest.raises(AxlabError, match="init"):
+        run_dse(cfg, old, progress=False)
 
 
 def _dse_cmd(env, out: Path) -> list[str]:

@@ -86,8 +86,8 @@ def test_dse_without_a_design_within_budget_takes_the_most_accurate(tmp_path, mo
 
     save_model(minnet_qat(), tmp_path / "m.axm")
     flow = load_flow(REPO / "flows" / "thesis_cifar10.yaml", [
-        f"networks=[{{name: sa, path: {tmp_path / 'm.axm'}}}]", "multipliers=[mul8s_bi_exact, mul8s_bi_tr4]", "attacks.ax=[mul8s_bi_tr4]",
-        "pixels=null"])
+        f"networks=[{{name: sa, path: {tmp_path / 'm.axm'}}}]", "multipliers=[mul8s_bi_exact, mul8s_bi_tr4]",
+        "attacks.ax=[mul8s_bi_tr4]", "pixels=null"])
     evals = [{"genes": [1, 1, 0, 1], "acc_loss": 9.0, "power_mw": 0.1},
              {"genes": [0, 1, 1, 1], "acc_loss": 4.0, "power_mw": 0.2},
              {"genes": [1, 1, 1, 1], "acc_loss": 30.0, "power_mw": 0.05}]
