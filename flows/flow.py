@@ -222,10 +222,10 @@ class StagedRunner:
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf) if stdout else contextlib.nullcontext():
             rc = main(list(args))
+        if rc:      # no output file: it marks a finished cell, which a rerun would then skip
+            raise AxlabError(f"flow stage failed: {line} (exit {rc})")
         if stdout:
             atomic_write(stdout, buf.getvalue())
-        if rc:
-            raise AxlabError(f"flow stage failed: {line} (exit {rc})")
 
     def done(self, stage: str, info: Any = True) -> None:
         self.state[stage] = info

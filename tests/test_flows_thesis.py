@@ -27,6 +27,23 @@ def test_overrides_and_thesis_schema(tmp_path):
         load_flow(bad)
 
 
+def test_a_failed_stage_command_leaves_no_output_file(tmp_path):
+    """A cell counts as done once its output file exists: a failed command (here a missing model;
+    in a run, e.g., another process holding the cell's lock) must not write one, or a rerun would
+    skip the cell; a command that succeeds writes its stdout there."""
+    from flows.flow import StagedRunner
+
+    runner = StagedRunner({}, tmp_path, progress=False)
+    out = tmp_path / "cell.summary.json"
+    with pytest.raises(AxlabError, match="exit 2"):
+        runner.axlab("eval", "--model", str(tmp_path / "missing.axm"), "--dataset", "digits", "--json",
+                     stdout=out)
+    assert not out.exists()
+    runner.axlab("zoo", "list", stdout=out)
+    assert "minnet-cifar10" in out.read_text()
+    assert (tmp_path / "commands.sh").read_text().count("axlab ") == 2
+
+
 def test_thesis_flow_reduced_writes_every_table(tmp_path):
     from flows.flow import load_flow, make_runner
     from nn.api import save_model
